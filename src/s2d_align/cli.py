@@ -1,0 +1,164 @@
+"""The ``s2d-align`` command: each subcommand parses its flags and calls one plain function.
+
+Subcommands talk through files: ``prepare`` writes a manifest, ``train``
+writes checkpoints, ``generate`` writes predictions JSONL, ``evaluate`` reads
+them. Set ``S2D_DEBUG=1`` to see the traceback behind an error message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal for our own progress bars: silence library chatter (entry point only)."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a hard dependency
+        pass
+    logging.getLogger("accelerate").setLevel(logging.ERROR)
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def cmd_prepare_phantom(args: argparse.Namespace) -> int:
+    from s2d_align.data.phantom import prepare_phantom
+
+    manifest = prepare_phantom(Path(args.out), studies=args.studies, seed=args.seed, image_size=args.image_size)
+    print(f"wrote {manifest}")
+    return 0
+
+
+def cmd_prepare_tiny_models(args: argparse.Namespace) -> int:
+    from s2d_align.models.tiny import build_tiny_models
+
+    paths = build_tiny_models(Path(args.out), manifest=Path(args.manifest), seed=args.seed)
+    for role, path in paths.items():
+        print(f"{role}: {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- train / generate / evaluate
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from s2d_align.config import load_config
+    from s2d_align.training.loop import train
+
+    config = load_config(args.config, args.overrides)
+    train(config, Path(args.out))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from s2d_align.config import GenerateConfig, from_dict
+    from s2d_align.config import apply_overrides
+    from s2d_align.inference.generation import generate_file
+
+    overrides = from_dict(GenerateConfig, apply_overrides({}, args.overrides), "command line") if args.overrides else None
+    count = generate_file(
+        checkpoint=Path(args.checkpoint),
+        manifest=Path(args.manifest),
+        split=args.split,
+        output=Path(args.output),
+        settings=overrides,
+    )
+    print(f"wrote {count} predictions to {args.output}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from s2d_align.evaluation.report import evaluate_file, format_table
+
+    metrics = evaluate_file(Path(args.predictions), Path(args.output), clean=args.clean)
+    print(format_table({"test": metrics}))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from s2d_align.demo import run_demo
+
+    run_demo(Path(args.out), studies=args.studies, config=args.config, overrides=args.overrides)
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="s2d-align", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="the whole method on the phantom dataset, start to finish")
+    demo.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    demo.add_argument("--studies", type=int, default=None, help="phantom studies (default: the recipe's)")
+    demo.add_argument("--config", default="demo", help="recipe (default: the shipped configs/demo.yaml)")
+    demo.add_argument("overrides", nargs="*", help="recipe overrides, key=value")
+    demo.set_defaults(func=cmd_demo)
+
+    prepare = commands.add_parser("prepare", help="build a dataset manifest").add_subparsers(
+        dest="source", required=True, metavar="SOURCE"
+    )
+    phantom = prepare.add_parser("phantom", help="the procedurally drawn phantom dataset")
+    phantom.add_argument("--out", required=True)
+    phantom.add_argument("--studies", type=int, default=600)
+    phantom.add_argument("--seed", type=int, default=0)
+    phantom.add_argument("--image-size", type=int, default=128)
+    phantom.set_defaults(func=cmd_prepare_phantom)
+
+    tiny = prepare.add_parser("tiny-models", help="tiny random base models (vision, text, LLM) for demos and tests")
+    tiny.add_argument("--manifest", required=True, help="manifest whose reports train the tiny tokenizers")
+    tiny.add_argument("--out", required=True)
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=cmd_prepare_tiny_models)
+
+    train = commands.add_parser("train", help="run the training curriculum of a recipe")
+    train.add_argument("--config", required=True, help="recipe YAML (or a shipped name such as demo)")
+    train.add_argument("--out", required=True, help="run folder; an interrupted run there is resumed")
+    train.add_argument("overrides", nargs="*", help="key=value, e.g. train.stages.s1.epochs=2")
+    train.set_defaults(func=cmd_train)
+
+    generate = commands.add_parser("generate", help="write reports for a split, from the images alone")
+    generate.add_argument("--checkpoint", required=True, help="a stage checkpoint folder")
+    generate.add_argument("--manifest", required=True)
+    generate.add_argument("--split", default="test", choices=["train", "val", "test"])
+    generate.add_argument("--output", required=True, help="predictions JSONL")
+    generate.add_argument("overrides", nargs="*", help="generation settings, key=value (e.g. num_beams=1)")
+    generate.set_defaults(func=cmd_generate)
+
+    evaluate = commands.add_parser("evaluate", help="score predictions JSONL")
+    evaluate.add_argument("--predictions", required=True)
+    evaluate.add_argument("--output", required=True, help="metrics JSON")
+    evaluate.add_argument("--clean", default="none", choices=["none", "iu_xray", "mimic_cxr", "mimic_cxr_colon"])
+    evaluate.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        if os.environ.get("S2D_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,399 @@
+"""Run configuration: frozen dataclasses, strict YAML in and out, ``a.b=c`` overrides.
+
+A recipe is a YAML file whose keys mirror the dataclasses below. Loading is
+strict: an unknown key or a value of the wrong type is an error that names the
+key and the file. Every checkpoint and result directory gets the resolved
+configuration beside it (:func:`save_config`), so a number can always be traced
+back to the exact settings that produced it.
+
+Values the paper lost in extraction (memory size, adapter width, LoRA rank,
+per-stage epochs and learning rates) are defaults here; ``docs/architecture.md``
+lists them and why they were chosen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used, with the key and the file at fault."""
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """Frozen ViT image encoder E_v (paper: Visual Encoder)."""
+
+    name_or_path: str = "microsoft/rad-dino"
+    trust_remote_code: bool = False
+    # Leading non-patch tokens (CLS, registers) to drop; null infers them from the model config.
+    num_prefix_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Frozen BERT text encoder E_t for reference reports (S2) and key phrases (S3)."""
+
+    name_or_path: str = "microsoft/BiomedVLP-CXR-BERT-specialized"
+    trust_remote_code: bool = True
+    max_length: int = 256
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """The decoder LLM, frozen in S1 and tuned with LoRA from S2 on."""
+
+    name_or_path: str = "lmsys/vicuna-7b-v1.5"
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    trust_remote_code: bool = False
+    gradient_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """LoRA on all linear layers of the transformer blocks (the paper's values were lost)."""
+
+    r: int = 32
+    alpha: int = 64
+    dropout: float = 0.1
+    target_modules: str | tuple[str, ...] = "all-linear"
+
+
+@dataclass(frozen=True)
+class ConnectorConfig:
+    """The connector between encoders and LLM.
+
+    ``sma`` is the paper's Shallow-to-Deep Memory Adapter: one memory bank of
+    ``num_memory`` queries shared by one adapter per modality. The other kinds
+    are the connector ablations of the paper's Table 4.
+    """
+
+    kind: Literal["sma", "sma_unshared", "mlp_msa", "mlp", "mlp_qformer"] = "sma"
+    num_memory: int = 128
+    memory_dim: int = 1024
+    hidden_size: int = 2048
+    num_heads: int = 8
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Text around the adapter tokens: ``prompt``, Z_v [, Z_r [, Z_k]], ``instruction``, report."""
+
+    prompt: str = "USER: Here is a chest X-ray."
+    instruction: str = "Write the FINDINGS section of its radiology report. ASSISTANT:"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    connector: ConnectorConfig = field(default_factory=ConnectorConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    manifest: str = "data/manifest.jsonl"
+    max_images: int = 1
+    max_report_tokens: int = 256
+    # Stage-3 key phrases: each step draws a random subset of 1..max_key_phrases of them.
+    max_key_phrases: int = 8
+    # A study without a reference report: "empty" feeds an empty text, "skip" drops it
+    # from stages that use references.
+    missing_reference: Literal["empty", "skip"] = "empty"
+    num_workers: int = 0
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One stage of the curriculum (paper: Progressive Anatomical Grounding).
+
+    ``contexts`` lists the context kinds this stage trains on, each a ``+``-joined
+    subset of ``image``, ``reference``, ``key_phrases`` that includes ``image``.
+    A normal stage has one; the paper's *joint* ablation lists several and each
+    batch draws one of them.
+    """
+
+    name: str
+    contexts: tuple[str, ...] = ("image",)
+    lora: bool = False
+    epochs: int = 1
+    lr: float = 1e-4
+    warmup_steps: int = 0
+    patience: int = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    stages: tuple[StageConfig, ...] = (
+        StageConfig(name="s1", contexts=("image",), lora=False, epochs=3, lr=1e-4, warmup_steps=500),
+        StageConfig(name="s2", contexts=("image+reference",), lora=True, epochs=3, lr=5e-5, warmup_steps=500),
+        StageConfig(
+            name="s3", contexts=("image+reference+key_phrases",), lora=True, epochs=3, lr=5e-5, warmup_steps=500
+        ),
+    )
+    seed: int = 42
+    batch_size: int = 8
+    eval_batch_size: int = 8
+    grad_accum_steps: int = 1
+    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    weight_decay: float = 0.05
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float = 1.0
+    # Validation loss is measured every ``eval_every`` optimizer steps (0: at each epoch's end).
+    eval_every: int = 0
+    min_delta: float = 0.0
+    max_val_batches: int = 0  # 0: the whole validation split
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    num_beams: int = 3
+    max_new_tokens: int = 120
+    min_new_tokens: int = 1
+    length_penalty: float = 1.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    clean: Literal["none", "iu_xray", "mimic_cxr", "mimic_cxr_colon"] = "mimic_cxr"
+    labeler: Literal["rules", "chexbert"] = "rules"
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read a recipe (or the defaults when ``path`` is None) and apply ``a.b=c`` overrides."""
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        path = resolve_recipe(path)
+        source = str(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{source}: not valid YAML: {err}") from err
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides)
+    return from_dict(Config, raw, source)
+
+
+def resolve_recipe(path: str | Path) -> Path:
+    """Find a recipe by path, or by name among the shipped ``configs/`` (``demo``, ``iu_xray/s2d_align``)."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    name = str(path) if str(path).endswith(".yaml") else f"{path}.yaml"
+    for root in recipe_roots():
+        if (root / name).is_file():
+            return root / name
+    raise ConfigError(f"no recipe at {path!s} (looked in the working directory and {', '.join(map(str, recipe_roots()))})")
+
+
+def recipe_roots() -> list[Path]:
+    """Where shipped recipes live: the source checkout's ``configs/``, or the copy inside a wheel."""
+    here = Path(__file__).resolve().parent
+    return [p for p in (here.parents[1] / "configs", here / "configs") if p.is_dir()]
+
+
+def apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
+    """Set dotted keys on a nested dict. Values are parsed as YAML (``x=3`` is an int, ``x=[a,b]`` a list).
+
+    A list element is addressed by index (``train.stages.0.lr``) or, for lists of
+    named mappings, by name (``train.stages.s1.lr``).
+    """
+    import copy
+
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, _, text = item.partition("=")
+        value = yaml.safe_load(text) if text.strip() else ""
+        parts = key.strip().split(".")
+        node: Any = raw
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                index = _list_index(node, part, key)
+                if last:
+                    node[index] = value
+                else:
+                    node = node[index]
+                continue
+            if last:
+                node[part] = value
+            else:
+                if part not in node or node[part] is None:
+                    node[part] = _default_subtree(parts[: i + 1])
+                node = node[part]
+    return raw
+
+
+def _list_index(node: list, part: str, key: str) -> int:
+    if part.lstrip("-").isdigit():
+        index = int(part)
+        if not -len(node) <= index < len(node):
+            raise ConfigError(f"override {key!r}: index {index} is out of range (the list has {len(node)} items)")
+        return index
+    for index, element in enumerate(node):
+        if isinstance(element, dict) and element.get("name") == part:
+            return index
+    names = [e.get("name") for e in node if isinstance(e, dict)]
+    raise ConfigError(f"override {key!r}: no element named {part!r} (have {names})")
+
+
+def _default_subtree(parts: list[str]) -> Any:
+    """The default value at a dotted path, as plain data, so overrides can reach into defaults."""
+    node: Any = to_dict(Config())
+    for part in parts:
+        if isinstance(node, list):
+            node = node[_list_index(node, part, ".".join(parts))]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return {}
+    return node
+
+
+def from_dict(cls: type, data: Any, source: str, where: str = "") -> Any:
+    """Build dataclass ``cls`` from plain data, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {where or 'top level'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"{source}: unknown key {prefix}{unknown[0]!r}"
+            f" (known keys{' under ' + where if where else ''}: {', '.join(sorted(known))})"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        kwargs[name] = _coerce(hints[name], value, source, key)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a required field is missing
+        raise ConfigError(f"{source}: {where or 'top level'}: {err}") from err
+
+
+def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, source, key)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(option, value, source, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[-1] if len(errors) == 1 else f"{source}: {key}: {value!r} fits none of {hint}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{source}: {key} must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, source, f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{source}: {key} must have {len(args)} items, got {len(value)}")
+        return tuple(_coerce(a, v, source, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        # YAML 1.1 reads ``1e-4`` (no dot) as a string; accept it as the number it means.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{source}: {key}: unsupported type {hint}")  # pragma: no cover - a bug in this module
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def to_dict(config: Any) -> Any:
+    """Plain data (dicts, lists, scalars) for YAML or JSON."""
+    if dataclasses.is_dataclass(config):
+        return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, (list, tuple)):
+        return [to_dict(v) for v in config]
+    return config
+
+
+def to_yaml(config: Any) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(to_yaml(config), encoding="utf-8")
+
+
+def replace(config: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` that takes dotted keys: ``replace(cfg, **{"train.seed": 1})``."""
+    nested: dict[str, dict[str, Any]] = {}
+    direct: dict[str, Any] = {}
+    for key, value in changes.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = value
+    for head, sub in nested.items():
+        direct[head] = replace(getattr(config, head), **sub)
+    return dataclasses.replace(config, **direct)

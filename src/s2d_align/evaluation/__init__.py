@@ -1,0 +1,1 @@
+"""The field's metrics: NLG (pycocoevalcap), clinical efficacy (CheXpert labels), RadGraph F1."""

@@ -1,0 +1,1 @@
+"""The PAG curriculum: what trains in each stage, the accelerate training loop, checkpoints."""
