@@ -64,3 +64,7 @@ def test_yaml_exponent_without_dot_is_a_number(tmp_path):
 def test_missing_recipe_is_an_error():
     with pytest.raises(ConfigError, match="no recipe at nowhere"):
         load_config(Path("nowhere"))
+
+
+def test_bare_no_is_the_string_no():
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"

@@ -183,12 +183,22 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class DemoConfig:
+    """The phantom dataset that ``s2d-align demo`` draws before training."""
+
+    studies: int = 600
+    seed: int = 0
+    image_size: int = 128
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
 
 
 # --------------------------------------------------------------------------- loading
@@ -328,6 +338,9 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
                 errors.append(str(err))
         raise ConfigError(errors[-1] if len(errors) == 1 else f"{source}: {key}: {value!r} fits none of {hint}")
     if origin is Literal:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare ``no`` / ``off`` as false
+            words = ("yes", "on", "true") if value else ("no", "off", "false")
+            value = next((w for w in words if w in args), value)
         if value not in args:
             raise ConfigError(f"{source}: {key} must be one of {list(args)}, got {value!r}")
         return value
