@@ -211,14 +211,39 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     if path is not None:
         path = resolve_recipe(path)
         source = str(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{source}: not valid YAML: {err}") from err
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{source}: the top level must be a mapping, got {type(raw).__name__}")
+        raw = read_recipe(path)
     raw = apply_overrides(raw, overrides)
     return from_dict(Config, raw, source)
+
+
+def read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe's plain data. ``base: other.yaml`` (relative to the recipe) is read first and
+    deep-merged under it: mappings merge key by key, anything else (lists included) is replaced."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: recipes include each other in a loop ({' -> '.join(map(str, seen))})")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not (path.parent / base).is_file():
+        raise ConfigError(f"{path}: base {base!r} names no recipe file (paths are relative to {path.parent})")
+    return _merge(read_recipe(path.parent / base, (*seen, path)), raw)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def resolve_recipe(path: str | Path) -> Path:
