@@ -11,6 +11,7 @@ import csv
 import gzip
 import io
 import json
+import zlib
 from pathlib import Path
 
 from PIL import Image
@@ -192,3 +193,59 @@ def write_mimic_radgraph(path: Path) -> Path:
     }
     path.write_text(json.dumps(data))
     return path
+
+
+def openi_xml(uid: str, findings: str | None, impression: str | None, images: list[str]) -> str:
+    """An Open-i report XML (the layout of ecgen-radiology/<n>.xml, trimmed to what is read)."""
+    sections = "".join(
+        f'<AbstractText Label="{label}">{text or ""}</AbstractText>'
+        for label, text in (("COMPARISON", "None."), ("INDICATION", "Cough."), ("FINDINGS", findings), ("IMPRESSION", impression))
+    )
+    parents = "".join(f'<parentImage id="{i}"><figureId>F1</figureId><caption>PA and lateral.</caption></parentImage>' for i in images)
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n<eCitation><meta type="rr"/>'
+        f'<uId id="{uid}"/><pmcId id="{uid[3:]}"/><MedlineCitation><Article><Abstract>{sections}</Abstract>'
+        f"</Article></MedlineCitation><MeSH><major>normal</major></MeSH>{parents}</eCitation>"
+    )
+
+
+def write_openi(root: Path) -> tuple[Path, Path]:
+    """Report XMLs and PNGs in the Open-i layout (invented); returns (reports folder, images folder)."""
+    import numpy as np
+
+    reports, images = root / "ecgen-radiology", root / "png"
+    reports.mkdir(parents=True)
+    images.mkdir(parents=True)
+
+    def report(n, findings, images_, impression="No acute disease.", raw=None):
+        (reports / f"{n}.xml").write_bytes(raw if raw is not None else openi_xml(f"CXR{n}", findings, impression, images_).encode())
+
+    def png(name, image=None):
+        (image or Image.new("L", (32, 32), zlib.crc32(name.encode()) % 200 + 20)).save(images / f"{name}.png")
+
+    report(1, "The heart is normal. Calcified granuloma in the right upper lobe.", ["CXR1_IM-0001-3001", "CXR1_IM-0001-4001"])
+    png("CXR1_IM-0001-3001"), png("CXR1_IM-0001-4001")
+    report(2, "Mild cardiomegaly. No effusion.", ["CXR2_IM-0652-1001", "CXR2_IM-0652-2001"])
+    png("CXR2_IM-0652-1001"), png("CXR2_IM-0652-2001")
+    report(3, "Lungs are clear.", [])  # no images
+    report(4, None, ["CXR4_IM-2050-1001"])  # no FINDINGS
+    png("CXR4_IM-2050-1001")
+    cp1252 = openi_xml("CXR5", "The patient\u2019s lungs are clear.", None, ["CXR5_IM-2117-1003002"]).encode("cp1252")
+    report(5, None, [], raw=cp1252)
+    png("CXR5_IM-2117-1003002")
+    report(6, None, [], raw=b"<eCitation><uId id='CXR6'/><oops")  # broken XML
+    report(7, "Small left pleural effusion.", ["CXR7_IM-2263-1001", "CXR7_IM-2263-2001"])
+    png("CXR7_IM-2263-1001")  # the second image is missing
+    report(8, "Lungs are clear.", ["CXR8_IM-2333-1001", "CXR8_IM-2333-2001"])
+    Image.fromarray(np.full((32, 32), 3000, dtype=np.uint16)).save(images / "CXR8_IM-2333-1001.png")
+    Image.new("RGBA", (32, 32), (10, 20, 30, 128)).save(images / "CXR8_IM-2333-2001.png")
+    report(9, "Lungs are clear.", ["CXR9_IM-2407-1001"])
+    noisy = io.BytesIO()
+    Image.effect_noise((64, 64), 50).save(noisy, format="PNG")
+    (images / "CXR9_IM-2407-1001.png").write_bytes(noisy.getvalue()[: len(noisy.getvalue()) // 2])
+    for n in range(10, 20):
+        name = f"CXR{n}_IM-{n:04d}"
+        report(n, f"Normal study number {n}. No pneumothorax.", [f"{name}-1001", f"{name}-2001"])
+        png(f"{name}-1001"), png(f"{name}-2001")
+    (reports / "20.xml").write_text(openi_xml("CXR2", "A second copy of report two.", None, ["CXR2_IM-0652-1001"]))
+    return reports, images

@@ -68,6 +68,7 @@ class OpenIReport:
     findings: str | None
     impression: str | None
     image_ids: tuple[str, ...]
+    recoded: bool = False  # the file was not UTF-8 and was decoded as Windows-1252
 
     @property
     def study_id(self) -> str:
@@ -128,10 +129,11 @@ def read_reports(source: Path, report: PrepareReport) -> list[OpenIReport]:
             continue
         uid_node = root.find("uId")
         uid = (uid_node.get("id") if uid_node is not None else None) or fallback_id
-        if recoded:
-            report.fix(uid, "report_not_utf8", name)
         images = tuple(node.get("id") for node in root.iter("parentImage") if node.get("id"))
-        reports.append(OpenIReport(uid, name, _section(root, "FINDINGS"), _section(root, "IMPRESSION"), images))
+        item = OpenIReport(uid, name, _section(root, "FINDINGS"), _section(root, "IMPRESSION"), images, recoded)
+        if recoded:
+            report.fix(item.study_id, "report_not_utf8", name)
+        reports.append(item)
     if files == 0:
         raise PrepareError(f"{source}: no report XML found; expected ecgen-radiology/<n>.xml files or NLMCXR_reports.tgz")
     return reports
@@ -204,7 +206,7 @@ def _studies_from_reports(
     for item in reports:
         sid = item.study_id
         if sid in seen:
-            report.skip(f"{sid}@{item.file}", "duplicate_id", f"{item.file} repeats study {sid}")
+            report.skip(f"{sid}@{Path(item.file).name}", "duplicate_id", f"{item.file} repeats study {sid}")
             continue
         seen.add(sid)
         if not item.image_ids:
