@@ -98,7 +98,7 @@ def test_hf_refiner_batches_caches_and_resumes(tiny_llm, tmp_path):
     assert len(phrases) == 4 and first.calls == 2  # three unique descriptions, two per batch
     assert phrases[0] == phrases[3]
     for text, phrase in zip(inputs, phrases):
-        assert phrase.source in (COMPOSED_SOURCE, f"radgraph:refined:hf:llm@v1")
+        assert phrase.source in (COMPOSED_SOURCE, "radgraph:refined:hf:llm@v1")
         assert phrase.text == text if phrase.source == COMPOSED_SOURCE else phrase.text.strip()
     refined = first.stats["generated"]
     assert refined >= 1  # the tiny random model does answer (gibberish), so the cache path below is exercised

@@ -90,23 +90,29 @@ def check_image(path: str | Path, level: CheckLevel = "header", max_pixels: int 
     path = Path(path)
     if level == "full":
         return read_image(path, max_pixels)[1]
-    if not path.is_file():
-        raise ImageError(f"missing file {path}", "missing_file")
     if level == "none":
+        if not path.is_file():
+            raise ImageError(f"missing file {path}", "missing_file")
         return ()
     if is_dicom(path):
+        if not path.is_file():
+            raise ImageError(f"missing file {path}", "missing_file")
         return _check_dicom_header(path, max_pixels)
     try:
-        with Image.open(path) as image:
-            _check_size(path, image.size, max_pixels)
-            image_format, mode = image.format, image.mode
+        with path.open("rb") as handle:  # one open for the header and the tail
+            with Image.open(handle) as image:
+                _check_size(path, image.size, max_pixels)
+                image_format, mode = image.format, image.mode
+            complete = _has_complete_tail(handle, image_format)
+    except FileNotFoundError as err:
+        raise ImageError(f"missing file {path}", "missing_file") from err
     except Image.DecompressionBombError as err:
         raise ImageError(f"image {path} is larger than Pillow's decompression-bomb limit: {err}", "too_large") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         if isinstance(err, ImageError):
             raise
         raise ImageError(f"unreadable image {path}: {err}", "unreadable") from err
-    if not _has_complete_tail(path, image_format):
+    if not complete:
         raise ImageError(f"image {path} is truncated (no end marker); download it again", "truncated")
     return _mode_fixes(mode)
 
@@ -123,10 +129,16 @@ def find_unreadable(items: Iterable[tuple[str, Path]], desc: str = "checking ima
     return problems
 
 
+_RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
+
+
 def is_dicom(path: Path) -> bool:
     """By extension, or by the ``DICM`` magic at byte 128 (many archives drop the extension)."""
-    if path.suffix.lower() in (".dcm", ".dicom"):
+    suffix = path.suffix.lower()
+    if suffix in (".dcm", ".dicom"):
         return True
+    if suffix in _RASTER_SUFFIXES:
+        return False
     try:
         with path.open("rb") as handle:
             handle.seek(128)
@@ -148,14 +160,13 @@ def _check_size(path: Path, size: tuple[int, int], max_pixels: int | None) -> No
         )
 
 
-def _has_complete_tail(path: Path, image_format: str | None) -> bool:
+def _has_complete_tail(handle, image_format: str | None) -> bool:
     if image_format not in ("JPEG", "PNG"):
         return True
-    with path.open("rb") as handle:
-        handle.seek(0, 2)
-        size = handle.tell()
-        handle.seek(max(0, size - 1024))
-        tail = handle.read()
+    handle.seek(0, 2)
+    size = handle.tell()
+    handle.seek(max(0, size - 1024))
+    tail = handle.read()
     if image_format == "JPEG":
         return tail.rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9")
     return b"IEND" in tail

@@ -16,6 +16,7 @@ Three rules (SPEC, "Reference report"; issue item 5):
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from typing import Iterable, Sequence
 
@@ -82,5 +83,8 @@ def annotation_matches_report(annotated_text: str, findings: str, impression: st
     return letters in _alnum(f"{findings} {impression or ''}") or _alnum(findings)[:40] in letters
 
 
+_NOT_ALNUM = re.compile(r"[\W_]+")
+
+
 def _alnum(text: str) -> str:
-    return "".join(ch for ch in text.lower() if ch.isalnum())
+    return _NOT_ALNUM.sub("", text.lower())

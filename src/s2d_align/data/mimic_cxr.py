@@ -31,13 +31,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 import gzip
-import io
 import re
-from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from tqdm.auto import tqdm
 
@@ -45,7 +42,7 @@ from s2d_align.data.assembly import (
     attach_key_phrases,
     attach_radgraph,
     attach_references,
-    default_workers,
+    threaded,
     vet_images,
     write_outputs,
 )
@@ -327,20 +324,17 @@ def prepare_mimic_cxr(
     )
     annotations = read_radgraph([Path(p) for p in radgraph], report) if radgraph else {}
 
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        outcomes = pool.map(
-            lambda item: _build_study(item[0], item[1], report_files, image_files, views),
-            sorted(drafts.items()),
-            chunksize=64,
-        )
-        studies = []
-        for outcome in tqdm(outcomes, total=len(drafts), desc="reading reports", unit="study"):
-            for reason, detail in outcome.fixes:
-                report.fix(outcome.key, reason, detail)
-            if outcome.skip is not None:
-                report.skip(outcome.key, *outcome.skip)
-            else:
-                studies.append(outcome.study)
+    outcomes = threaded(
+        lambda item: _build_study(item[0], item[1], report_files, image_files, views), sorted(drafts.items()), workers
+    )
+    studies = []
+    for outcome in tqdm(outcomes, total=len(drafts), desc="reading reports", unit="study"):
+        for reason, detail in outcome.fixes:
+            report.fix(outcome.key, reason, detail)
+        if outcome.skip is not None:
+            report.skip(outcome.key, *outcome.skip)
+        else:
+            studies.append(outcome.study)
 
     studies = vet_images(studies, report, check_images, max_pixels, workers)
     if radgraph:
