@@ -83,7 +83,7 @@ def cmd_prepare_iu_xray(args: argparse.Namespace) -> int:
         views_csv=Path(args.views_csv) if args.views_csv else None, reference=args.reference,
         vision_model=args.vision_model, radgraph=[Path(p) for p in args.radgraph], refiner=_refiner(args),
         check_images=args.check_images, max_pixels=args.max_pixels, workers=args.workers,
-        embed_batch_size=args.embed_batch_size,
+        embed_batch_size=args.embed_batch_size, embed_device=args.embed_device,
     )
     return _finish(manifest, report)
 
@@ -97,6 +97,7 @@ def cmd_prepare_mimic_cxr(args: argparse.Namespace) -> int:
         vision_model=args.vision_model, require_radgraph=args.require_radgraph, refiner=_refiner(args),
         check_images=args.check_images, max_pixels=args.max_pixels, workers=args.workers,
         store_radgraph=not args.no_store_radgraph, embed_batch_size=args.embed_batch_size,
+        embed_device=args.embed_device,
     )
     return _finish(manifest, report)
 
@@ -107,7 +108,7 @@ def cmd_prepare_r2gen(args: argparse.Namespace) -> int:
     manifest, report = prepare_r2gen(
         annotation=Path(args.annotation), images=Path(args.images), out=Path(args.out), dataset=args.dataset,
         reference=args.reference, vision_model=args.vision_model, check_images=args.check_images,
-        max_pixels=args.max_pixels, workers=args.workers,
+        max_pixels=args.max_pixels, workers=args.workers, embed_device=args.embed_device,
     )
     return _finish(manifest, report)
 
@@ -233,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     r2gen.add_argument("--dataset", default="auto", choices=["auto", "iu_xray", "mimic_cxr"])
     r2gen.add_argument("--reference", default="none", choices=["none", "retrieval"])
     r2gen.add_argument("--vision-model", default="microsoft/rad-dino")
+    r2gen.add_argument("--embed-device", default="cpu")
     r2gen.add_argument("--check-images", default="header", choices=["none", "header", "full"])
     r2gen.add_argument("--max-pixels", type=int, default=50_000_000)
     r2gen.add_argument("--workers", type=int, default=None)
@@ -276,6 +278,7 @@ def _add_common_prepare_options(parser: argparse.ArgumentParser, check_default: 
     parser.add_argument("--vision-model", default="microsoft/rad-dino",
                         help="frozen image encoder for retrieval (hub id or local folder)")
     parser.add_argument("--embed-batch-size", type=int, default=16)
+    parser.add_argument("--embed-device", default="cpu", help="torch device for retrieval embeddings (e.g. cuda)")
     parser.add_argument("--check-images", default=check_default, choices=["none", "header", "full"],
                         help=f"how hard to vet each image (default: {check_default})")
     parser.add_argument("--max-pixels", type=int, default=50_000_000, help="refuse images larger than this")

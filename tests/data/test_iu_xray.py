@@ -6,12 +6,12 @@ import tarfile
 
 import pytest
 from PIL import Image
-from realdata_fixtures import write_openi
+from realdata_fixtures import build_tiny_vision, write_openi
 
 from s2d_align.cli import main
 from s2d_align.data.iu_xray import image_key, prepare_iu_xray, read_reports, seeded_split
 from s2d_align.data.leakage import LeakageError
-from s2d_align.data.manifest import Study, read_manifest, write_manifest
+from s2d_align.data.manifest import read_manifest
 from s2d_align.data.prepare_report import PrepareError, PrepareReport
 
 
@@ -22,15 +22,7 @@ def openi(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_vision(tmp_path_factory):
-    from s2d_align.models.tiny import build_tiny_models
-
-    root = tmp_path_factory.mktemp("tiny-vision")
-    studies = [
-        Study(id=f"s{i}", split="train", subject_id=f"p{i}", study_id=f"s{i}", images=("x.png",), findings=t)
-        for i, t in enumerate(["lungs are clear", "mild cardiomegaly", "small effusion"] * 4)
-    ]
-    write_manifest(root / "m.jsonl", studies)
-    return build_tiny_models(root / "models", root / "m.jsonl")["vision"]
+    return build_tiny_vision(tmp_path_factory.mktemp("tiny-vision"))
 
 
 KEPT = {
@@ -78,6 +70,28 @@ def test_prepare_without_annotation(openi, tmp_path):
         "image_dropped:missing_file": ["CXR7_IM-2263"], "report_not_utf8": ["CXR5_IM-2117"],
     }
     assert report["kept"] == 15 and report["skipped"] == 5
+
+
+def test_radgraph_phrases_where_given_rules_elsewhere(openi, tmp_path):
+    reports, images = openi
+    radgraph = tmp_path / "iu_radgraph.json"
+    radgraph.write_text(json.dumps({"CXR1": {
+        "text": "Calcified granuloma in the right upper lobe .",
+        "entities": {
+            "1": {"tokens": "Calcified", "label": "OBS-DP", "start_ix": 0, "end_ix": 0, "relations": [["modify", "2"]]},
+            "2": {"tokens": "granuloma", "label": "OBS-DP", "start_ix": 1, "end_ix": 1, "relations": [["located_at", "5"]]},
+            "3": {"tokens": "right", "label": "ANAT-DP", "start_ix": 4, "end_ix": 4, "relations": [["modify", "5"]]},
+            "4": {"tokens": "upper", "label": "ANAT-DP", "start_ix": 5, "end_ix": 5, "relations": [["modify", "5"]]},
+            "5": {"tokens": "lobe", "label": "ANAT-DP", "start_ix": 6, "end_ix": 6, "relations": []},
+        },
+    }}))
+    manifest, report = prepare_iu_xray(reports, images, tmp_path / "out", reference="none", radgraph=[radgraph])
+    studies = {s.id: s for s in read_manifest(manifest)}
+    assert [(k.text, k.source) for k in studies["CXR1_IM-0001"].key_phrases] == [
+        ("Calcified granuloma in right upper lobe", "radgraph:composed")
+    ]
+    assert [(k.text, k.source) for k in studies["CXR2_IM-0652"].key_phrases] == [("mild cardiomegaly", "rules:iu_xray")]
+    assert report.fixed_by_reason()["no_radgraph"] == 14
 
 
 def test_views_table_orders_frontal_first(openi, tmp_path):

@@ -4,6 +4,7 @@ import json
 import pytest
 from realdata_fixtures import (
     MIMIC_EXPECTED_FINDINGS,
+    build_tiny_vision,
     MIMIC_EXPECTED_IMPRESSIONS,
     write_csv_gz,
     write_mimic_radgraph,
@@ -128,6 +129,23 @@ def test_radgraph_required_in_train_only(tree, tmp_path):
     assert [k.source for k in studies["s50000008"].key_phrases] == []  # "normal" report: no rule phrase
     assert report.skipped_by_reason()["no_radgraph"] == 1  # s50000003, a training study
     assert report.fixed_by_reason()["radgraph_malformed"] == 1
+
+
+def test_retrieval_fallback_for_studies_without_an_earlier_one(tree, tmp_path_factory, tmp_path):
+    jpg, reports = tree
+    vision = build_tiny_vision(tmp_path_factory.mktemp("vision"))
+    manifest, report = prepare_mimic_cxr(
+        jpg, reports, tmp_path / "out", reference_fallback="retrieval", vision_model=str(vision)
+    )
+    studies = {s.id: s for s in read_manifest(manifest)}
+    train = {"s50000001", "s50000002", "s50000003"}
+    # prior studies stay; the first study of each patient retrieves a training study other than itself
+    assert {k: studies[k].reference_id for k in ("s50000002", "s50000003", "s50000008")} == {
+        "s50000002": "s50000001", "s50000003": "s50000002", "s50000008": "s50000007",
+    }
+    assert studies["s50000001"].reference_id in train - {"s50000001"}
+    assert studies["s50000007"].reference_id in train and studies["s50000009"].reference_id in train
+    assert report.notes["references"] == {"prior_study": 3, "retrieval": 3, "none": 0}
 
 
 def test_split_that_is_not_patient_disjoint_fails_loudly(tree, tmp_path):

@@ -167,6 +167,7 @@ def attach_references(
     retrieval: bool,
     vision_model: str | None = None,
     batch_size: int = 16,
+    device: str = "cpu",
 ) -> list[Study]:
     """Stage-2 references: the prior study of the same patient when ``prior``; retrieval for the rest when ``retrieval``."""
     references: dict[str, str | None] = {s.id: None for s in studies}
@@ -179,7 +180,7 @@ def attach_references(
             raise ValueError("retrieving references needs --vision-model (a hub id or a local folder)")
         # Only training studies (the candidates) and studies still without a reference need embedding.
         pool = [s for s in studies if s.split == "train" or references[s.id] is None]
-        retrieved, failed = retrieval_references(pool, Path, vision_model, out, batch_size=batch_size)
+        retrieved, failed = retrieval_references(pool, Path, vision_model, out, batch_size=batch_size, device=device)
         for study_id, reference in retrieved.items():
             if references[study_id] is None and reference is not None:
                 references[study_id] = reference

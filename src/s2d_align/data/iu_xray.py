@@ -311,6 +311,7 @@ def prepare_iu_xray(
     max_pixels: int | None = MAX_PIXELS,
     workers: int | None = None,
     embed_batch_size: int = 16,
+    embed_device: str = "cpu",
 ) -> tuple[Path, PrepareReport]:
     """Build ``OUT/manifest.jsonl`` and ``OUT/prepare_report.json`` from the Open-i downloads."""
     if reference not in ("retrieval", "none"):
@@ -356,5 +357,6 @@ def prepare_iu_xray(
     studies = attach_references(
         studies, report, out, prior=False, retrieval=reference == "retrieval",
         vision_model=vision_model, batch_size=embed_batch_size,
+        device=embed_device,
     )
     return write_outputs(studies, out, report), report

@@ -298,6 +298,7 @@ def prepare_mimic_cxr(
     workers: int | None = None,
     store_radgraph: bool = True,
     embed_batch_size: int = 16,
+    embed_device: str = "cpu",
 ) -> tuple[Path, PrepareReport]:
     """Build ``OUT/manifest.jsonl`` and ``OUT/prepare_report.json`` from the MIMIC-CXR downloads."""
     if views not in ("all", "frontal"):
@@ -347,5 +348,6 @@ def prepare_mimic_cxr(
     studies = attach_references(
         studies, report, out, prior=True, retrieval=reference_fallback == "retrieval",
         vision_model=vision_model, batch_size=embed_batch_size,
+        device=embed_device,
     )
     return write_outputs(studies, out, report), report

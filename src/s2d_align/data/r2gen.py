@@ -195,6 +195,7 @@ def prepare_r2gen(
     check_images: str = "header",
     max_pixels: int | None = MAX_PIXELS,
     workers: int | None = None,
+    embed_device: str = "cpu",
 ) -> tuple[Path, PrepareReport]:
     """Import an R2Gen ``annotation.json`` (either dataset) as a manifest, with its ids and split.
 
@@ -219,6 +220,7 @@ def prepare_r2gen(
     studies = vet_images(studies, report, check_images, max_pixels, workers)
     studies = attach_key_phrases(studies, {}, refiner or NoRefiner(), report, f"rules:{dataset}")
     studies = attach_references(
-        studies, report, Path(out), prior=False, retrieval=reference == "retrieval", vision_model=vision_model
+        studies, report, Path(out), prior=False, retrieval=reference == "retrieval", vision_model=vision_model,
+        device=embed_device,
     )
     return write_outputs(studies, Path(out), report), report

@@ -109,6 +109,7 @@ def embed_studies(
     cache_path: Path,
     batch_size: int = 16,
     trust_remote_code: bool = False,
+    device: str = "cpu",
 ) -> tuple[np.ndarray, list[str]]:
     """One L2-normalised vector per study (frontal image, or the mean of its images); zeros where none loads.
 
@@ -122,7 +123,7 @@ def embed_studies(
             wanted.setdefault(cache.key(path), path)
     missing = [(key, path) for key, path in wanted.items() if key not in cache]
     if missing:
-        _embed_into(cache, missing, model, batch_size, trust_remote_code)
+        _embed_into(cache, missing, model, batch_size, trust_remote_code, device)
     vectors = np.zeros((len(studies), cache.dim or 1), dtype=np.float32)
     failed = []
     for row, study in enumerate(studies):
@@ -137,13 +138,19 @@ def embed_studies(
 
 
 def _embed_into(
-    cache: "EmbeddingCache", items: list[tuple[str, Path]], model: str, batch_size: int, trust_remote_code: bool
+    cache: "EmbeddingCache",
+    items: list[tuple[str, Path]],
+    model: str,
+    batch_size: int,
+    trust_remote_code: bool,
+    device: str,
 ) -> None:
     import torch
 
     from s2d_align.models.vision import load_vision_encoder
 
     encoder, preprocess = load_vision_encoder(model, trust_remote_code=trust_remote_code)
+    encoder.to(device)
     progress = tqdm(total=len(items), desc="embedding images", unit="img")
     since_save = 0
     for start in range(0, len(items), batch_size):
@@ -157,7 +164,7 @@ def _embed_into(
                 cache.put_failure(key)
         if images:
             with torch.inference_mode():
-                vectors = encoder.embed(preprocess(images)).cpu().numpy()
+                vectors = encoder.embed(preprocess(images).to(device)).cpu().numpy()
             for key, vector in zip(keys, vectors):
                 cache.put(key, vector)
         progress.update(len(batch))
@@ -236,10 +243,12 @@ def retrieval_references(
     out: Path,
     batch_size: int = 16,
     trust_remote_code: bool = False,
+    device: str = "cpu",
 ) -> tuple[dict[str, str | None], list[str]]:
     """Nearest-training-study references for ``studies``; also the ids that could not be embedded."""
     vectors, failed = embed_studies(
-        studies, resolve, model, cache_file(out, model), batch_size=batch_size, trust_remote_code=trust_remote_code
+        studies, resolve, model, cache_file(out, model), batch_size=batch_size,
+        trust_remote_code=trust_remote_code, device=device,
     )
     references = nearest_training_references([s.id for s in studies], [s.split for s in studies], vectors)
     return references, failed
