@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 from s2d_align.cli import main
+from s2d_align.data.leakage import LeakageError
 from s2d_align.data.manifest import Study, read_manifest, write_manifest
 from s2d_align.data.prepare_report import PrepareError, PrepareReport
 from s2d_align.data.r2gen import Entry, export_annotation, prepare_r2gen, read_annotation
@@ -128,3 +129,14 @@ def test_prepare_report_ledger(tmp_path):
         "  skipped       1  no_usable_images",
         "  fixed         1  report_not_utf8",
     ]
+
+
+def test_import_refuses_a_study_in_two_splits(tmp_path):
+    images = tmp_path / "files"
+    paths = _mimic_images(images)
+    entry = lambda dicom, path, split: {
+        "id": dicom, "study_id": 50000001, "subject_id": 10000001, "report": "x", "image_path": [path], "split": split,
+    }
+    annotation = _write(tmp_path / "a.json", {"train": [entry("d1", paths[0], "train")], "test": [entry("d2", paths[1], "test")]})
+    with pytest.raises(LeakageError, match=r"patient 10000001: test \(d2\), train \(d1\)"):
+        prepare_r2gen(annotation, images, tmp_path / "out")

@@ -134,7 +134,10 @@ def attach_key_phrases(
     store_radgraph: bool = True,
 ) -> list[Study]:
     """Stage-3 phrases: composed from the study's own RadGraph and refined, else rule-based (``fallback_source``)."""
-    composed = {s.id: compose_phrases(annotations[s.id]) for s in tqdm(studies, desc="composing key phrases", unit="study", leave=False) if s.id in annotations}
+    annotated = [s for s in studies if s.id in annotations]
+    composed = {
+        s.id: compose_phrases(annotations[s.id]) for s in tqdm(annotated, desc="composing key phrases", unit="study")
+    }
     refined = refine_all(composed, refiner)
     result = []
     for study in studies:

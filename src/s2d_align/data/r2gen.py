@@ -174,7 +174,7 @@ def studies_from_annotation(
         if not paths:
             report.skip(key, "no_usable_images", "the entry lists no image")
             continue
-        subject = first.subject_id or (first.id.split("_")[0] if dataset == "iu_xray" else first.id)
+        subject = _patient(first, dataset)
         studies.append(
             Study(
                 id=key, split=first.split, subject_id=subject, study_id=first.study_id or first.id,
@@ -182,6 +182,13 @@ def studies_from_annotation(
             )
         )
     return studies
+
+
+def _patient(entry: Entry, dataset: str) -> str:
+    """MIMIC entries name their subject; an IU X-Ray id starts with its report (``CXR2384``_IM-0942)."""
+    if entry.subject_id:
+        return entry.subject_id
+    return entry.id.split("_")[0] if dataset == "iu_xray" else entry.id
 
 
 def prepare_r2gen(
@@ -215,8 +222,8 @@ def prepare_r2gen(
         {"annotation": str(annotation), "images": str(images), "reference": reference, "check_images": check_images},
     )
     report.notes["annotation"] = {"entries": len(entries), **quirks}
+    check_patient_disjoint(((_patient(e, dataset), e.split, e.id) for e in entries), str(annotation))
     studies = studies_from_annotation(entries, Path(images), dataset, report)
-    check_patient_disjoint(((s.subject_id, s.split, s.id) for s in studies), str(annotation))
     studies = vet_images(studies, report, check_images, max_pixels, workers)
     studies = attach_key_phrases(studies, {}, refiner or NoRefiner(), report, f"rules:{dataset}")
     studies = attach_references(
