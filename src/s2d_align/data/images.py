@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Literal
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm.auto import tqdm
 
 # The largest chest radiographs are about 4,300 x 3,500 (15 MP); a limit well
@@ -64,11 +64,11 @@ def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> tuple[I
             _check_size(path, image.size, max_pixels)
             image.load()
             return _grayscale(image)
+    except ImageError:
+        raise
     except Image.DecompressionBombError as err:
         raise ImageError(f"image {path} is larger than Pillow's decompression-bomb limit: {err}", "too_large") from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        if isinstance(err, ImageError):
-            raise
+    except Exception as err:  # a malformed file makes Pillow raise OSError, SyntaxError, EOFError, struct.error ...
         reason = "truncated" if "truncated" in str(err).lower() else "unreadable"
         raise ImageError(f"unreadable image {path}: {err}", reason) from err
 
@@ -104,13 +104,13 @@ def check_image(path: str | Path, level: CheckLevel = "header", max_pixels: int 
                 _check_size(path, image.size, max_pixels)
                 image_format, mode = image.format, image.mode
             complete = _has_complete_tail(handle, image_format)
+    except ImageError:
+        raise
     except FileNotFoundError as err:
         raise ImageError(f"missing file {path}", "missing_file") from err
     except Image.DecompressionBombError as err:
         raise ImageError(f"image {path} is larger than Pillow's decompression-bomb limit: {err}", "too_large") from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        if isinstance(err, ImageError):
-            raise
+    except Exception as err:  # see read_image
         raise ImageError(f"unreadable image {path}: {err}", "unreadable") from err
     if not complete:
         raise ImageError(f"image {path} is truncated (no end marker); download it again", "truncated")
