@@ -6,13 +6,19 @@ So the demo and the tests build small, randomly initialised models from
 Rad-DINO, BERT for CXR-BERT, Llama for Vicuna), train small tokenizers on the
 training reports, save everything with ``save_pretrained``, and then load them
 back through exactly the ``from_pretrained`` path the real models take.
+
+A random LLM knows no language, while the real method starts from Vicuna,
+which does. So that the demo's stage 1 means what it means in the paper (a
+frozen LLM that can already write, taught to read the image through the
+adapter), the tiny LLM is first trained as a plain language model on the
+training reports' text -- text only, no image ever reaches it here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 
@@ -33,19 +39,27 @@ class TinySizes:
     llm_heads: int = 4
     llm_vocab: int = 1500
     max_positions: int = 1024
+    llm_pretrain_steps: int = 300
+    llm_pretrain_batch: int = 32
 
 
-def build_tiny_models(out: Path, manifest: Path, seed: int = 0, sizes: TinySizes = TinySizes()) -> dict[str, Path]:
-    """Write ``out/vision``, ``out/text`` and ``out/llm`` (weights, configs, tokenizers, image processor)."""
+def build_tiny_models(
+    out: Path, manifest: Path, seed: int = 0, sizes: TinySizes = TinySizes(), extra_texts: Sequence[str] = ()
+) -> dict[str, Path]:
+    """Write ``out/vision``, ``out/text`` and ``out/llm`` (weights, configs, tokenizers, image processor).
+
+    Tokenizers learn from the training split's reports, impressions and key
+    phrases plus ``extra_texts`` (the recipe's prompt and instruction).
+    """
     studies = [s for s in read_manifest(manifest) if s.split == "train"]
-    corpus = [s.findings for s in studies]
-    corpus += [s.impression for s in studies if s.impression]
-    corpus += [k.text for s in studies for k in s.key_phrases]
+    reports = [s.findings for s in studies]
+    corpus = reports + [s.impression for s in studies if s.impression]
+    corpus += [k.text for s in studies for k in s.key_phrases] + list(extra_texts)
     out = Path(out)
     paths = {"vision": out / "vision", "text": out / "text", "llm": out / "llm"}
     _build_vision(paths["vision"], sizes, seed)
     _build_text(paths["text"], corpus, sizes, seed + 1)
-    _build_llm(paths["llm"], corpus, sizes, seed + 2)
+    _build_llm(paths["llm"], corpus, reports, sizes, seed + 2)
     return paths
 
 
@@ -102,7 +116,7 @@ def _build_text(path: Path, corpus: Iterable[str], sizes: TinySizes, seed: int) 
     BertModel(config).save_pretrained(path)
 
 
-def _build_llm(path: Path, corpus: Iterable[str], sizes: TinySizes, seed: int) -> None:
+def _build_llm(path: Path, corpus: Sequence[str], reports: Sequence[str], sizes: TinySizes, seed: int) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -129,4 +143,35 @@ def _build_llm(path: Path, corpus: Iterable[str], sizes: TinySizes, seed: int) -
         eos_token_id=2,
         tie_word_embeddings=False,
     )
-    LlamaForCausalLM(config).save_pretrained(path)
+    model = LlamaForCausalLM(config)
+    _pretrain_language_model(model, tokenizer, reports, sizes, seed)
+    model.save_pretrained(path)
+
+
+def _pretrain_language_model(model, tokenizer, texts: Sequence[str], sizes: TinySizes, seed: int) -> None:
+    """Next-token training on report text alone: the demo's stand-in for the LLM's pretraining."""
+    from tqdm.auto import tqdm
+
+    if not sizes.llm_pretrain_steps or not texts:
+        return
+    rows = [[tokenizer.bos_token_id, *tokenizer(t, add_special_tokens=False).input_ids, tokenizer.eos_token_id] for t in texts]
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=sizes.llm_pretrain_steps)
+    model.train()
+    bar = tqdm(range(sizes.llm_pretrain_steps), desc="pretraining tiny LLM on report text", unit="step", leave=False)
+    for _ in bar:
+        picks = torch.randint(len(rows), (sizes.llm_pretrain_batch,), generator=generator).tolist()
+        width = max(len(rows[i]) for i in picks)
+        ids = torch.full((len(picks), width), tokenizer.pad_token_id)
+        labels = torch.full((len(picks), width), -100)
+        for row, i in enumerate(picks):
+            ids[row, : len(rows[i])] = torch.tensor(rows[i])
+            labels[row, : len(rows[i])] = torch.tensor(rows[i])
+        loss = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
