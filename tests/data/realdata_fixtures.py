@@ -250,15 +250,3 @@ def write_openi(root: Path) -> tuple[Path, Path]:
     (reports / "20.xml").write_text(openi_xml("CXR2", "A second copy of report two.", None, ["CXR2_IM-0652-1001"]))
     return reports, images
 
-
-def build_tiny_vision(root: Path) -> Path:
-    """The tiny random DINOv2 of ``models.tiny`` saved under ``root``, for retrieval tests."""
-    from s2d_align.data.manifest import Study, write_manifest
-    from s2d_align.models.tiny import build_tiny_models
-
-    studies = [
-        Study(id=f"s{i}", split="train", subject_id=f"p{i}", study_id=f"s{i}", images=("x.png",), findings=t)
-        for i, t in enumerate(["lungs are clear", "mild cardiomegaly", "small effusion"] * 4)
-    ]
-    write_manifest(root / "m.jsonl", studies)
-    return build_tiny_models(root / "models", root / "m.jsonl")["vision"]

@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 from PIL import Image
-from realdata_fixtures import build_tiny_vision, write_openi
+from tests.data.realdata_fixtures import write_openi
 
 from s2d_align.cli import main
 from s2d_align.data.iu_xray import image_key, prepare_iu_xray, read_reports, seeded_split
@@ -20,9 +20,9 @@ def openi(tmp_path):
     return write_openi(tmp_path / "openi")
 
 
-@pytest.fixture(scope="module")
-def tiny_vision(tmp_path_factory):
-    return build_tiny_vision(tmp_path_factory.mktemp("tiny-vision"))
+@pytest.fixture()
+def tiny_vision(tiny_world):
+    return tiny_world.models["vision"]
 
 
 KEPT = {

@@ -2,9 +2,8 @@ import gzip
 import json
 
 import pytest
-from realdata_fixtures import (
+from tests.data.realdata_fixtures import (
     MIMIC_EXPECTED_FINDINGS,
-    build_tiny_vision,
     MIMIC_EXPECTED_IMPRESSIONS,
     write_csv_gz,
     write_mimic_radgraph,
@@ -131,9 +130,9 @@ def test_radgraph_required_in_train_only(tree, tmp_path):
     assert report.fixed_by_reason()["radgraph_malformed"] == 1
 
 
-def test_retrieval_fallback_for_studies_without_an_earlier_one(tree, tmp_path_factory, tmp_path):
+def test_retrieval_fallback_for_studies_without_an_earlier_one(tree, tiny_world, tmp_path):
     jpg, reports = tree
-    vision = build_tiny_vision(tmp_path_factory.mktemp("vision"))
+    vision = tiny_world.models["vision"]
     manifest, report = prepare_mimic_cxr(
         jpg, reports, tmp_path / "out", reference_fallback="retrieval", vision_model=str(vision)
     )

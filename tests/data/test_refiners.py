@@ -79,7 +79,7 @@ def test_refine_all_batches_unique_descriptions():
 
 @pytest.fixture(scope="module")
 def tiny_llm(tmp_path_factory):
-    from s2d_align.models.tiny import build_tiny_models
+    from s2d_align.models.tiny import TinySizes, build_tiny_models
 
     root = tmp_path_factory.mktemp("tiny")
     texts = ["small right pleural effusion", "left lower lobe opacity", "mild cardiomegaly", "no acute process"]
@@ -88,7 +88,8 @@ def tiny_llm(tmp_path_factory):
         for i, t in enumerate(texts * 5)
     ]
     write_manifest(root / "m.jsonl", studies)
-    return build_tiny_models(root / "models", root / "m.jsonl")["llm"]
+    # untrained (random) weights: the model babbles, so every answer is a non-empty phrase to cache
+    return build_tiny_models(root / "models", root / "m.jsonl", sizes=TinySizes(llm_pretrain_steps=0))["llm"]
 
 
 def test_hf_refiner_batches_caches_and_resumes(tiny_llm, tmp_path):
