@@ -69,7 +69,7 @@ class SMA(nn.Module):
         self.num_memory = num_memory
 
         def bank() -> nn.Parameter:
-            return nn.Parameter(torch.randn(num_memory, memory_dim) * 0.02)
+            return nn.Parameter(torch.randn(num_memory, memory_dim))
 
         if shared:
             self.memory = bank()
