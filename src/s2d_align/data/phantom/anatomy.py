@@ -56,19 +56,19 @@ class Anatomy:
 
 def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     u = rng.uniform
-    angle_y = u(0.50, 0.60)
+    angle_y = u(0.52, 0.58)
     return Anatomy(
-        width=u(0.74, 0.84),
+        width=u(0.76, 0.82),
         chest_wall=u(0.08, 0.13),
         apex_y=u(-0.80, -0.71),
         apex_t=u(0.30, 0.36),
         medial_t=u(0.06, 0.09),
         angle_y=angle_y,
         left_drop=u(0.02, 0.05),
-        dome_rise=u(0.14, 0.20),
+        dome_rise=u(0.15, 0.19),
         dome_t=u(0.40, 0.48),
         mediastinum=u(0.10, 0.125),
-        heart_ratio=u(0.41, 0.47),
+        heart_ratio=u(0.42, 0.46),
         heart_height=u(0.29, 0.33),
         heart_right=u(-0.16, -0.12),
         heart_tilt=u(-0.35, -0.2),
@@ -77,12 +77,12 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         rib_thickness=u(0.30, 0.38),
         rib_rise=u(0.42, 0.55),
         rib_fall=u(0.85, 1.1),
-        rib_density=u(0.07, 0.10),
+        rib_density=u(0.04, 0.055),
         clavicle_y=u(-0.78, -0.71),
         clavicle_tilt=u(0.06, 0.12),
         spine=u(0.060, 0.075),
-        lung_value=u(0.10, 0.16),
-        tissue_value=u(0.60, 0.68),
+        lung_value=u(0.11, 0.15),
+        tissue_value=u(0.62, 0.67),
         vessel_count=int(rng.integers(9, 14)),
         vessel_phase=u(0.0, 2 * np.pi),
     )
@@ -203,6 +203,26 @@ class Chest:
         lung.window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)) if rows.size else (slice(0), slice(0))
         return lung
 
+    def clear_u(self, lung: Lung, v: float) -> float:
+        """The ``u`` from which the lung at height ``v`` is not hidden by the heart or the mediastinum.
+
+        Findings are placed lateral to it: drawn behind the heart they would be
+        invisible, and the report would name something the image does not show.
+        """
+        y = lung.apex_y + v * (lung.angle_y - lung.apex_y)
+        covered = self.anatomy.mediastinum * self.geometry.mediastinum_scale + 0.05
+        a, b, angle = self.heart_half_width, self.heart_half_height, self.anatomy.heart_tilt
+        cos, sin, dy = np.cos(angle), np.sin(angle), y - self.heart_y
+        qa = cos**2 / a**2 + sin**2 / b**2
+        qb = 2.0 * dy * sin * cos * (1.0 / a**2 - 1.0 / b**2)
+        qc = dy**2 * (sin**2 / a**2 + cos**2 / b**2) - 1.0
+        disc = qb * qb - 4.0 * qa * qc
+        if disc > 0:
+            ends = self.heart_x + (-qb + lung.sign * np.sqrt(disc)) / (2.0 * qa)
+            covered = max(covered, lung.sign * ends)
+        medial, lateral = lung.span(max(v, 0.05))
+        return float(np.clip((covered + 0.02 - medial) / max(lateral - medial, 1e-3), 0.0, 0.8))
+
     def side_t(self, sign: int) -> np.ndarray:
         return sign * self.x
 
@@ -263,7 +283,7 @@ def draw_lungs(chest: Chest, image: np.ndarray, airless: np.ndarray, vessel_gain
         radius = np.hypot(dx, dy)
         wave = np.maximum(np.cos(a.vessel_count * np.arctan2(dy, dx) + a.vessel_phase + 4.0 * radius), 0.0)
         streaks = (wave * wave) ** 3
-        vessels = (0.04 + 0.05 * streaks) * np.exp(-radius / 0.45) * vessel_gain
+        vessels = (0.025 + 0.035 * streaks) * np.exp(-radius / 0.45) * vessel_gain
         hilum = 0.10 * np.exp(-((dx / 0.06) ** 2 + (dy / 0.09) ** 2))
         image[w] += (vessels + hilum) * mask * (1.0 - airless[w])
 
@@ -323,11 +343,11 @@ def draw_bones(chest: Chest, image: np.ndarray, fractures: tuple[RibFracture, ..
     image += a.rib_density * posterior * reach * (0.45 + 0.55 * chest.lung_mask) * (1.0 - 0.6 * below)
     for fracture in fractures:
         for cx, cy in fracture.calluses:
-            image += fracture.callus * np.exp(-(((x - cx) / 0.06) ** 2 + ((y - cy) / 0.04) ** 2))
+            image += fracture.callus * np.exp(-(((x - cx) / 0.07) ** 2 + ((y - cy) / 0.045) ** 2))
     anterior = (y - a.rib_start - 0.25 - 0.32 * (a.width - ax)) / (1.15 * a.rib_spacing)
     band = np.abs(anterior - np.floor(anterior) - 0.5)
     anterior_ribs = ramp((0.14 - band) * 1.15 * a.rib_spacing, px) * (anterior > 0) * (anterior < 6)
-    image += 0.035 * anterior_ribs * ramp(a.width - 0.2 - np.abs(a.width - 0.2 - ax) + 0.05, 3 * px)
+    image += 0.02 * anterior_ribs * ramp(a.width - 0.2 - np.abs(a.width - 0.2 - ax) + 0.05, 3 * px)
     for sign in (-1, 1):
         clavicle = [(sign * 0.07, a.clavicle_y + 0.02), (sign * 0.3, a.clavicle_y - 0.5 * a.clavicle_tilt),
                     (sign * 0.62, a.clavicle_y - a.clavicle_tilt)]

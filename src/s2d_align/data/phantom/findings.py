@@ -30,7 +30,7 @@ def sides_of(finding: Finding) -> tuple[str, ...]:
 
 
 def _strength(finding: Finding) -> float:
-    return 0.5 if finding.uncertain else 1.0
+    return 0.6 if finding.uncertain else 1.0
 
 
 def pneumothorax_space(chest: Chest, finding: Finding) -> tuple[np.ndarray, np.ndarray]:
@@ -41,7 +41,7 @@ def pneumothorax_space(chest: Chest, finding: Finding) -> tuple[np.ndarray, np.n
     edge_u = 1.0 - fraction * (1.0 - 0.55 * lung.v)
     distance = np.maximum((lung.u - edge_u) * (lateral - medial), (0.55 * fraction - lung.v) * (lung.angle_y - lung.apex_y))
     space = ramp(distance, chest.pixel) * lung.mask
-    edge = np.exp(-((distance / (0.8 * chest.pixel)) ** 2)) * ramp(lung.inside - 2 * chest.pixel, chest.pixel)
+    edge = np.exp(-((distance / (1.1 * chest.pixel)) ** 2)) * ramp(lung.inside - 2 * chest.pixel, chest.pixel)
     return space, edge
 
 
@@ -50,7 +50,7 @@ def draw_pneumothorax(chest: Chest, image: np.ndarray, finding: Finding, space: 
     lung = chest.lungs[finding.side]
     image += 0.05 * (lung.mask - space)
     lerp_into(image, 0.02, space * (0.9 * strength))
-    image += 0.2 * strength * edge * (1.0 - space)
+    image += 0.45 * strength * edge * (1.0 - space)
 
 
 def draw_effusion(chest: Chest, image: np.ndarray, finding: Finding) -> None:
@@ -58,8 +58,8 @@ def draw_effusion(chest: Chest, image: np.ndarray, finding: Finding) -> None:
     tissue = chest.anatomy.tissue_value
     for side in sides_of(finding):
         lung = chest.lungs[side]
-        height = (lung.angle_y - lung.apex_y) * (0.09 if finding.uncertain else {1: 0.14, 2: 0.3, 3: 0.5}[finding.grade])
-        surface = lung.angle_y - height * (0.45 + 0.55 * lung.u**2)
+        height = (lung.angle_y - lung.apex_y) * (0.16 if finding.uncertain else {1: 0.2, 2: 0.34, 3: 0.52}[finding.grade])
+        surface = lung.angle_y - height * (0.35 + 0.75 * lung.u**2)
         depth = np.clip((chest.y - surface) / 0.06, 0.0, 1.0)
         lerp_into(image, tissue + 0.05, depth * lung.mask * (0.95 * _strength(finding)))
 
@@ -79,7 +79,8 @@ def draw_consolidation(chest: Chest, image: np.ndarray, finding: Finding) -> Non
         top -= grow
     if finding.zone != "lower":
         bottom += grow
-    low_u, high_u = (0.28, 0.78) if finding.uncertain or finding.grade == 1 else (0.1, 0.92)
+    low_u, high_u = (0.22, 0.82) if finding.uncertain or finding.grade == 1 else (0.1, 0.92)
+    low_u = min(max(low_u, chest.clear_u(lung, 0.5 * (top + bottom)) + 0.03), high_u - 0.3)
     inside = np.minimum.reduce([lung.v - top, bottom - lung.v, lung.u - low_u, high_u - lung.u]) + wobble
     blob = ramp(inside, 0.04) * lung.mask
     strength = _strength(finding)
@@ -101,15 +102,16 @@ def _smooth_noise(rng: np.random.Generator, cells: int, shape: tuple[int, int]) 
 
 
 def draw_opacity(chest: Chest, image: np.ndarray, finding: Finding) -> None:
-    """Patchy, mottled opacities: a thresholded smooth noise texture confined to one zone."""
+    """Patchy, mottled opacities: many small blotches (thresholded fine noise) confined to one zone."""
     rng = np.random.default_rng(finding.seed)
-    patches = np.clip((_smooth_noise(rng, 18, image.shape) - 0.42) * 3.0, 0.0, 1.0)
-    amount = 0.1 if finding.uncertain else {1: 0.19, 2: 0.24, 3: 0.3}[finding.grade]
+    patches = np.clip((_smooth_noise(rng, 24, image.shape) - 0.42) * 5.0, 0.0, 1.0)
+    amount = 0.5 if finding.uncertain else {1: 0.75, 2: 0.85, 3: 0.95}[finding.grade]
     centre_v = {"upper": 0.27, "mid": 0.52, "lower": 0.78}[finding.zone]
     for side in sides_of(finding):
         lung = chest.lungs[side]
-        zone = np.exp(-(((lung.v - centre_v) / 0.17) ** 4)) * ramp(lung.u - 0.12, 0.1)
-        image += amount * patches * zone * lung.mask
+        clear = max(chest.clear_u(lung, v) for v in (centre_v - 0.1, centre_v, centre_v + 0.1))
+        zone = np.exp(-(((lung.v - centre_v) / 0.17) ** 4)) * ramp(lung.u - max(0.12, clear + 0.05), 0.1)
+        lerp_into(image, chest.anatomy.tissue_value + 0.05, amount * patches * zone * lung.mask)
 
 
 def draw_atelectasis(chest: Chest, image: np.ndarray, finding: Finding) -> None:
@@ -127,15 +129,16 @@ def draw_atelectasis(chest: Chest, image: np.ndarray, finding: Finding) -> None:
         lerp_into(image, tissue, 0.8 * triangle * lung.mask * (1.0 - chest.cover))
         image += 0.16 * triangle
         return
-    bands = 1 if finding.uncertain else {1: 1, 2: 2, 3: 2}[finding.grade]
+    bands = 1 if finding.uncertain else finding.grade
     for side in sides_of(finding):
         lung = chest.lungs[side]
         for k in range(bands):
-            v = 0.7 + 0.12 * k + rng.uniform(-0.03, 0.03)
-            start = lung.point(rng.uniform(0.15, 0.3), v + rng.uniform(-0.03, 0.03))
+            v = 0.66 + 0.1 * k + rng.uniform(-0.03, 0.03)
+            start_u = min(max(rng.uniform(0.15, 0.3), chest.clear_u(lung, v) + 0.03), 0.5)
+            start = lung.point(start_u, v + rng.uniform(-0.03, 0.03))
             end = lung.point(rng.uniform(0.75, 0.9), v + rng.uniform(-0.03, 0.03))
-            band = chest.stroke([start, end], 0.02) * lung.mask
-            lerp_into(image, tissue + 0.05, band * (0.9 * _strength(finding)))
+            band = chest.stroke([start, end], 0.032) * lung.mask
+            lerp_into(image, tissue + 0.18, band * (0.95 * _strength(finding)))
 
 
 def _triangle(chest: Chest, corners: list[tuple[float, float]]) -> np.ndarray:
@@ -152,18 +155,18 @@ def _triangle(chest: Chest, corners: list[tuple[float, float]]) -> np.ndarray:
 def draw_edema(chest: Chest, image: np.ndarray, finding: Finding) -> None:
     """Symmetric perihilar ("bat-wing") haze; from moderate on, short horizontal septal lines at both bases."""
     grade = 1 if finding.uncertain else finding.grade
-    amount = 0.08 if finding.uncertain else {1: 0.14, 2: 0.21, 3: 0.28}[grade]
+    amount = 0.14 if finding.uncertain else {1: 0.24, 2: 0.32, 3: 0.4}[grade]
     for lung in chest.lungs.values():
         hx, hy = chest.hilum(lung.sign)
         dt = (chest.side_t(lung.sign) - abs(hx) - 0.04) / (0.2 + 0.04 * grade)
         dy = (chest.y - hy - 0.06) / (0.27 + 0.04 * grade)
         image += amount * np.exp(-(dt * dt + dy * dy)) * lung.mask
-        if grade >= 2 and not finding.uncertain:
-            for v in np.linspace(0.62, 0.9, 5):
+        if not finding.uncertain:
+            for v in np.linspace(0.62, 0.9, 2 + 2 * grade):
                 medial, lateral = lung.span(v)
                 y = lung.apex_y + v * (lung.angle_y - lung.apex_y)
                 line = [(lung.sign * (lateral - 0.015), y), (lung.sign * (lateral - 0.09), y)]
-                image += 0.18 * chest.stroke(line, 0.012) * lung.mask
+                image += 0.3 * chest.stroke(line, 0.014) * lung.mask
 
 
 def draw_lesion(chest: Chest, image: np.ndarray, finding: Finding) -> None:
@@ -171,8 +174,9 @@ def draw_lesion(chest: Chest, image: np.ndarray, finding: Finding) -> None:
     rng = np.random.default_rng(finding.seed)
     lung = chest.lungs[finding.side]
     centre_v = {"upper": 0.3, "mid": 0.52, "lower": 0.72}[finding.zone] + rng.uniform(-0.05, 0.05)
-    cx, cy = lung.point(rng.uniform(0.4, 0.7), centre_v)
-    radius = {2: 0.07, 3: 0.085, 4: 0.11, 5: 0.13, 6: 0.15}[finding.measure_cm]
+    clear = chest.clear_u(lung, centre_v)
+    cx, cy = lung.point(clear + (0.85 - clear) * rng.uniform(0.3, 0.7), centre_v)
+    radius = {2: 0.09, 3: 0.105, 4: 0.13, 5: 0.15, 6: 0.17}[finding.measure_cm]
     if finding.uncertain:
         radius *= 0.85
     dx, dy = chest.x - cx, chest.y - cy
@@ -181,7 +185,7 @@ def draw_lesion(chest: Chest, image: np.ndarray, finding: Finding) -> None:
         phases = rng.uniform(0, 2 * np.pi, size=2)
         radius = radius * (1.0 + 0.1 * np.cos(3 * angle + phases[0]) + 0.06 * np.cos(5 * angle + phases[1]))
     disc = ramp(radius - np.hypot(dx, dy), 1.2 * chest.pixel)
-    lerp_into(image, chest.anatomy.tissue_value + 0.08, disc * (0.92 * _strength(finding)))
+    lerp_into(image, chest.anatomy.tissue_value + 0.15, disc * (0.95 * _strength(finding)))
 
 
 def draw_thickening(chest: Chest, image: np.ndarray, finding: Finding) -> None:
@@ -200,9 +204,9 @@ def rib_fracture(chest: Chest, finding: Finding) -> RibFracture:
     indices = tuple(r - 2 for r in finding.ribs)  # band 0 is the second rib, the first below the clavicle
     t = 0.6 * a.width
     step = (0.2 if finding.uncertain else 0.5) * a.rib_spacing
-    calluses = () if finding.uncertain else tuple((sign * t, rib_point(a, i, t) + 0.5 * step) for i in indices)
-    return RibFracture(sign, indices, t, step, 0.015 if finding.uncertain else 0.04, calluses,
-                       0.3 if finding.grade >= 2 else 0.2)
+    calluses = tuple((sign * t, rib_point(a, i, t) + 0.5 * step) for i in indices)
+    callus = 0.3 if finding.uncertain else 0.55 if finding.grade >= 2 else 0.48
+    return RibFracture(sign, indices, t, step, 0.015 if finding.uncertain else 0.04, calluses, callus)
 
 
 def draw_device(chest: Chest, image: np.ndarray, finding: Finding) -> None:

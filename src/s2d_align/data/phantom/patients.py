@@ -124,17 +124,17 @@ class Profile:
 PROFILES = {
     "healthy": Profile(0.27, {}, (0.55, 0.3, 0.1, 0.05), (60, 900)),
     "cardiac": Profile(0.15, {"cardiomegaly": 0.95, "effusion": 0.5, "edema": 0.7, "pacemaker": 0.35,
-                              "mediastinum": 0.2, "atelectasis": 0.3}, (0.2, 0.3, 0.25, 0.25), (5, 300)),
-    "infection": Profile(0.14, {"consolidation": 0.8, "opacity": 0.55, "effusion": 0.3, "atelectasis": 0.3},
+                              "mediastinum": 0.3, "atelectasis": 0.3}, (0.2, 0.3, 0.25, 0.25), (5, 300)),
+    "infection": Profile(0.14, {"consolidation": 0.8, "opacity": 0.65, "effusion": 0.3, "atelectasis": 0.3},
                          (0.25, 0.35, 0.25, 0.15), (2, 40)),
     "critical": Profile(0.16, {"et_tube": 0.8, "ng_tube": 0.7, "central_line": 0.8, "atelectasis": 0.55,
                                "edema": 0.45, "effusion": 0.4, "consolidation": 0.35, "pneumothorax": 0.35,
-                               "opacity": 0.35}, (0.1, 0.25, 0.3, 0.35), (0.25, 3)),
-    "oncology": Profile(0.10, {"lesion": 0.95, "mediastinum": 0.45, "effusion": 0.35, "atelectasis": 0.25,
-                               "central_line": 0.3, "thickening": 0.2}, (0.2, 0.3, 0.25, 0.25), (20, 200)),
-    "trauma": Profile(0.10, {"fracture": 0.95, "pneumothorax": 0.75, "opacity": 0.3, "effusion": 0.2,
-                             "thickening": 0.1}, (0.2, 0.3, 0.25, 0.25), (0.5, 10)),
-    "chronic": Profile(0.08, {"thickening": 0.6, "fracture": 0.35, "lesion": 0.3, "mediastinum": 0.3,
+                               "opacity": 0.45}, (0.1, 0.25, 0.3, 0.35), (0.25, 3)),
+    "oncology": Profile(0.10, {"lesion": 0.95, "mediastinum": 0.55, "effusion": 0.35, "atelectasis": 0.25,
+                               "central_line": 0.3, "thickening": 0.3}, (0.2, 0.3, 0.25, 0.25), (20, 200)),
+    "trauma": Profile(0.10, {"fracture": 0.95, "pneumothorax": 0.75, "opacity": 0.4, "effusion": 0.2,
+                             "thickening": 0.2}, (0.2, 0.3, 0.25, 0.25), (0.5, 10)),
+    "chronic": Profile(0.08, {"thickening": 0.7, "fracture": 0.35, "lesion": 0.3, "mediastinum": 0.4,
                               "cardiomegaly": 0.3}, (0.3, 0.35, 0.2, 0.15), (60, 700)),
 }
 
@@ -194,14 +194,22 @@ def _timeline(condition: str, count: int, rng: np.random.Generator) -> list[Find
             current = None
         elif condition == "fracture":
             current = replace(current, grade=2)  # seen before: now healing
-        else:
+        elif current.variant != "lobar":  # a collapsed lobe is all or nothing
             step = rng.random()
-            if step < course.worsen:
-                current = replace(current, grade=min(current.grade + 1, 3))
-            elif step < course.worsen + course.improve:
+            if step < course.worsen and current.grade < 3:
+                current = _grow(current)
+            elif course.worsen <= step < course.worsen + course.improve:
                 current = replace(current, grade=max(current.grade - 1, 1))
         states.append(current)
     return states
+
+
+def _grow(finding: Finding) -> Finding:
+    """One grade worse; a growing lesion gains a centimetre and becomes a mass from 4 cm."""
+    if finding.kind != "lesion":
+        return replace(finding, grade=finding.grade + 1)
+    cm = min((finding.measure_cm or 2) + 1, 6)
+    return replace(finding, grade=finding.grade + 1, measure_cm=cm, variant="mass" if cm >= 4 else finding.variant)
 
 
 def _chest_tube(pneumothorax: list[Finding | None], rng: np.random.Generator) -> list[Finding | None]:

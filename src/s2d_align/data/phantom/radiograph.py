@@ -16,9 +16,9 @@ from s2d_align.data.phantom.patients import StudyPlan
 
 # Cardiothoracic ratio of each cardiomegaly grade (normal hearts are sampled at 0.41-0.47).
 CARDIOTHORACIC_RATIO = {1: 0.56, 2: 0.61, 3: 0.66}
-MEDIASTINUM_WIDENING = {1: 1.55, 2: 1.85}
+MEDIASTINUM_WIDENING = {1: 1.55, 2: 1.85, 3: 2.1}
 
-_LUNG_ORDER = ("edema", "opacity", "consolidation", "atelectasis", "lesion", "effusion", "thickening")
+_LUNG_ORDER = ("edema", "opacity", "consolidation", "atelectasis", "effusion", "lesion", "thickening")
 
 
 def geometry_for(anatomy: Anatomy, plan: StudyPlan) -> Geometry:
@@ -42,7 +42,7 @@ def geometry_for(anatomy: Anatomy, plan: StudyPlan) -> Geometry:
 
 def render(anatomy: Anatomy, plan: StudyPlan, size: int, rng: np.random.Generator) -> np.ndarray:
     """The study's 8-bit grayscale image, ``(size, size)``."""
-    pose = (rng.uniform(-0.045, 0.045), rng.uniform(-0.03, 0.03), rng.uniform(-0.03, 0.03), rng.uniform(0.96, 1.04))
+    pose = (rng.uniform(-0.025, 0.025), rng.uniform(-0.02, 0.02), rng.uniform(-0.02, 0.02), rng.uniform(0.98, 1.02))
     chest = Chest(anatomy, geometry_for(anatomy, plan), size, pose)
     image = np.full((size, size), 0.03, dtype=np.float32)
     draw_body(chest, image)
@@ -67,8 +67,8 @@ def render(anatomy: Anatomy, plan: StudyPlan, size: int, rng: np.random.Generato
         if finding.kind == "device":
             draw.draw_device(chest, image, finding)
     image = _blur(image)
-    image += rng.normal(0.0, rng.uniform(0.01, 0.02), size=image.shape).astype(np.float32)
-    low, high, gamma = rng.uniform(-0.02, 0.04), rng.uniform(0.9, 1.02), rng.uniform(0.85, 1.15)
+    image += rng.normal(0.0, rng.uniform(0.008, 0.014), size=image.shape).astype(np.float32)
+    low, high, gamma = rng.uniform(0.0, 0.03), rng.uniform(0.94, 1.0), rng.uniform(0.94, 1.06)
     image = np.clip((image - low) / (high - low), 0.0, 1.0) ** gamma
     return np.round(image * 255.0).astype(np.uint8)
 

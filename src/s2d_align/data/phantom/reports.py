@@ -354,12 +354,6 @@ PHRASES: dict[str, tuple[str, ...]] = {
         "Persistent/DP>t {lobe_adj} collapse/DP#t@L .",
         "Unchanged/DP>t {lobe_adj} atelectasis/DP#t@L .",
     ),
-    "atelectasis_lobar.worse": (
-        "Worsening/DP>t {lobe_adj} atelectasis/DP#t@L .",
-    ),
-    "atelectasis_lobar.better": (
-        "Improving/DP>t {lobe_adj} atelectasis/DP#t@L .",
-    ),
     "atelectasis_lobar.resolved": (
         "Interval resolution of the {lobe_adj} collapse/DA@L .",
         "The {lobe_adj} collapse/DA@L has resolved .",
