@@ -575,7 +575,7 @@ _LINES = {
 }
 
 
-def _slots(finding: Finding, rng: np.random.Generator) -> dict[str, str]:
+def template_slots(finding: Finding, rng: np.random.Generator) -> dict[str, str]:
     """Words and markup fragments that fill a finding's templates."""
     plural = finding.side == "bilateral"
     slots = {
@@ -697,7 +697,7 @@ def write_report(plan: StudyPlan, prior: StudyPlan | None, rng: np.random.Genera
 
     def add(key: str, section: str, optional: bool, finding: Finding | None = None, status: str | None = None,
             extra: dict[str, str] | None = None) -> None:
-        slots = {**(_slots(finding, rng) if finding else {}), **(extra or {})}
+        slots = {**(template_slots(finding, rng) if finding else {}), **(extra or {})}
         templates = PHRASES[key]
         parsed = parse(str(rng.choice(templates)), slots)
         statements.append(_Statement(key, section, parsed, optional, finding.kind if finding else None, status,
