@@ -14,7 +14,7 @@ the previous study a meaningful stage-2 reference report.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -103,7 +103,7 @@ def segment_distance(x: np.ndarray, y: np.ndarray, start: tuple[float, float], e
 
 @dataclass
 class Lung:
-    """One lung on one study: its soft mask and lung-relative coordinates.
+    """One lung on one study: its outline, then (after :meth:`rasterise`) its soft mask and relative coordinates.
 
     ``u`` runs from the medial (0) to the lateral (1) edge and ``v`` from the
     apex (0) to the costophrenic angle (1), so findings are placed by zone and
@@ -112,12 +112,6 @@ class Lung:
     """
 
     sign: int
-    mask: np.ndarray
-    inside: np.ndarray
-    u: np.ndarray
-    v: np.ndarray
-    floor: np.ndarray  # the hemidiaphragm's height under every pixel
-    window: tuple[slice, slice]  # rows and columns that hold the lung
     apex_y: float
     angle_y: float
     dome_y: float
@@ -125,6 +119,26 @@ class Lung:
     apex_t: float
     medial_t: float
     dome_t: float
+    mask: np.ndarray = field(init=False)
+    inside: np.ndarray = field(init=False)
+    u: np.ndarray = field(init=False)
+    v: np.ndarray = field(init=False)
+    floor: np.ndarray = field(init=False)  # the hemidiaphragm's height under every pixel
+    window: tuple[slice, slice] = field(init=False)  # rows and columns that hold the lung
+
+    def rasterise(self, x: np.ndarray, y: np.ndarray, pixel: float) -> "Lung":
+        t = self.sign * x
+        v = (y - self.apex_y) / (self.angle_y - self.apex_y)
+        medial, lateral = self.span(v)
+        self.floor = self.diaphragm(t).astype(np.float32)
+        self.inside = np.minimum.reduce([t - medial, lateral - t, self.floor - y, y - self.apex_y]).astype(np.float32)
+        self.mask = ramp(self.inside, 1.5 * pixel)
+        self.u = np.clip((t - medial) / np.maximum(lateral - medial, 1e-3), 0.0, 1.0).astype(np.float32)
+        self.v = np.clip(v, 0.0, 1.0).astype(np.float32)
+        rows, cols = np.nonzero(self.mask.any(axis=1))[0], np.nonzero(self.mask.any(axis=0))[0]
+        empty = (slice(0), slice(0))
+        self.window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)) if rows.size else empty
+        return self
 
     def span(self, v: float) -> tuple[float, float]:
         """Medial and lateral ``t`` of the lung at height ``v``."""
@@ -187,21 +201,8 @@ class Chest:
 
     def _lung(self, sign: int, angle_y: float, lift: float) -> Lung:
         a = self.anatomy
-        dome_y = angle_y - a.dome_rise - lift
-        t = sign * self.x
-        v = (self.y - a.apex_y) / (angle_y - a.apex_y)
-        lung = Lung(sign, None, None, None, v, None, None, a.apex_y, angle_y, dome_y, a.width, a.apex_t, a.medial_t,
-                    a.dome_t)
-        medial, lateral = lung.span(v)
-        lung.floor = lung.diaphragm(t).astype(np.float32)
-        inside = np.minimum.reduce([t - medial, lateral - t, lung.floor - self.y, self.y - a.apex_y])
-        lung.inside = inside.astype(np.float32)
-        lung.mask = ramp(lung.inside, 1.5 * self.pixel)
-        lung.u = np.clip((t - medial) / np.maximum(lateral - medial, 1e-3), 0.0, 1.0).astype(np.float32)
-        lung.v = np.clip(v, 0.0, 1.0).astype(np.float32)
-        rows, cols = np.nonzero(lung.mask.any(axis=1))[0], np.nonzero(lung.mask.any(axis=0))[0]
-        lung.window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)) if rows.size else (slice(0), slice(0))
-        return lung
+        lung = Lung(sign, a.apex_y, angle_y, angle_y - a.dome_rise - lift, a.width, a.apex_t, a.medial_t, a.dome_t)
+        return lung.rasterise(self.x, self.y, self.pixel)
 
     def clear_u(self, lung: Lung, v: float) -> float:
         """The ``u`` from which the lung at height ``v`` is not hidden by the heart or the mediastinum.

@@ -4,13 +4,13 @@ The downstream model sees these images through a tiny random, frozen ViT at
 about 112 px (8 x 8 patches of 14 px), so every finding is drawn large and
 with a signature no other finding shares: effusion a bright meniscus at the
 base, pneumothorax a black rim without vessels and a white pleural edge,
-consolidation one dense lumpy blob with air bronchograms, lung opacity a
-mottled patchy texture, plate-like atelectasis straight bright bands, lobar
+consolidation a dense, homogeneous zone with air bronchograms, lung opacity
+many small blotches, plate-like atelectasis straight bright bands, lobar
 collapse a sharp triangle, edema a symmetric perihilar haze with septal
 lines, a nodule or mass a round disc, pleural thickening a bright apical
 cap, rib fractures a broken, stepped rib with callus, devices very bright
 lines and boxes. Uncertain ("possible") findings are drawn smaller and at
-about half the contrast. Shapes come from the episode's ``seed`` so a finding
+about 60% of the contrast. Shapes come from the episode's ``seed`` so a finding
 keeps its shape across a patient's studies.
 """
 
@@ -39,7 +39,8 @@ def pneumothorax_space(chest: Chest, finding: Finding) -> tuple[np.ndarray, np.n
     fraction = 0.13 if finding.uncertain else {1: 0.24, 2: 0.42, 3: 0.62}[finding.grade]
     medial, lateral = lung.span(lung.v)
     edge_u = 1.0 - fraction * (1.0 - 0.55 * lung.v)
-    distance = np.maximum((lung.u - edge_u) * (lateral - medial), (0.55 * fraction - lung.v) * (lung.angle_y - lung.apex_y))
+    height = lung.angle_y - lung.apex_y
+    distance = np.maximum((lung.u - edge_u) * (lateral - medial), (0.55 * fraction - lung.v) * height)
     space = ramp(distance, chest.pixel) * lung.mask
     edge = np.exp(-((distance / (1.1 * chest.pixel)) ** 2)) * ramp(lung.inside - 2 * chest.pixel, chest.pixel)
     return space, edge
@@ -58,7 +59,8 @@ def draw_effusion(chest: Chest, image: np.ndarray, finding: Finding) -> None:
     tissue = chest.anatomy.tissue_value
     for side in sides_of(finding):
         lung = chest.lungs[side]
-        height = (lung.angle_y - lung.apex_y) * (0.16 if finding.uncertain else {1: 0.2, 2: 0.34, 3: 0.52}[finding.grade])
+        fraction = 0.16 if finding.uncertain else {1: 0.2, 2: 0.34, 3: 0.52}[finding.grade]
+        height = (lung.angle_y - lung.apex_y) * fraction
         surface = lung.angle_y - height * (0.35 + 0.75 * lung.u**2)
         depth = np.clip((chest.y - surface) / 0.06, 0.0, 1.0)
         lerp_into(image, tissue + 0.05, depth * lung.mask * (0.95 * _strength(finding)))
@@ -117,7 +119,7 @@ def draw_opacity(chest: Chest, image: np.ndarray, finding: Finding) -> None:
 def draw_atelectasis(chest: Chest, image: np.ndarray, finding: Finding) -> None:
     """Plate-like: straight bright bands at the base. Lobar: a sharp triangle with the diaphragm raised."""
     rng = np.random.default_rng(finding.seed)
-    tissue, px = chest.anatomy.tissue_value, chest.pixel
+    tissue = chest.anatomy.tissue_value
     if finding.variant == "lobar":
         lung = chest.lungs[finding.side]
         s = lung.sign

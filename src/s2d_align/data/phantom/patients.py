@@ -149,7 +149,8 @@ def simulate_patients(studies: int, seed: int) -> list[Patient]:
         profile = names[counts_rng.choice(len(names), p=weights / weights.sum())]
         count = int(counts_rng.choice(4, p=PROFILES[profile].study_counts)) + 1
         count = min(count, studies - total)
-        patients.append(simulate_patient(len(patients), profile, count, np.random.default_rng([seed, 1, len(patients)])))
+        rng = np.random.default_rng([seed, 1, len(patients)])
+        patients.append(simulate_patient(len(patients), profile, count, rng))
         total += count
     return patients
 
@@ -233,7 +234,9 @@ def _episode(condition: str, rng: np.random.Generator) -> Finding:
     grade = int(pick([1, 2, 3], p=[0.5, 0.35, 0.15]))
     side = str(pick(["right", "left"]))
     if condition in DEVICES:
-        route = str(pick(["jugular", "subclavian", "picc"], p=[0.5, 0.25, 0.25])) if condition == "central_line" else None
+        route = None
+        if condition == "central_line":
+            route = str(pick(["jugular", "subclavian", "picc"], p=[0.5, 0.25, 0.25]))
         cm = int(rng.integers(3, 7)) if condition == "et_tube" else None
         return Finding("device", variant=condition, route=route, measure_cm=cm, seed=seed)
     if condition == "effusion":
@@ -241,7 +244,8 @@ def _episode(condition: str, rng: np.random.Generator) -> Finding:
     if condition == "pneumothorax":
         return Finding("pneumothorax", grade, side, seed=seed)
     if condition in ("consolidation", "lesion"):
-        zone = str(pick(["upper", "mid", "lower"], p=[0.25, 0.25, 0.5] if condition == "consolidation" else [0.45, 0.3, 0.25]))
+        weights = [0.25, 0.25, 0.5] if condition == "consolidation" else [0.45, 0.3, 0.25]
+        zone = str(pick(["upper", "mid", "lower"], p=weights))
         if condition == "consolidation":
             return Finding("consolidation", grade, side, zone, seed=seed)
         variant = str(pick(["nodule", "mass"], p=[0.6, 0.4]))

@@ -57,7 +57,8 @@ def prepare_phantom(out: Path, studies: int = 600, seed: int = 0, image_size: in
             previous_id, previous_plan = None, None
             for plan in patient.studies:
                 record_id = f"{subject}_s{plan.index:02d}"
-                image = render(patient.anatomy, plan, image_size, np.random.default_rng([seed, 2, patient.index, plan.index]))
+                drawing = np.random.default_rng([seed, 2, patient.index, plan.index])
+                image = render(patient.anatomy, plan, image_size, drawing)
                 Image.fromarray(image, mode="L").save(images / f"{record_id}.png")
                 written.add(f"{record_id}.png")
                 report = write_report(plan, previous_plan, np.random.default_rng([seed, 3, patient.index, plan.index]))

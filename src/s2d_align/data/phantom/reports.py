@@ -711,12 +711,12 @@ def write_report(plan: StudyPlan, prior: StudyPlan | None, rng: np.random.Genera
     if prior is not None:
         for before in prior.findings:
             if before.kind != "device" and not before.uncertain and plan.get(before.key) is None and \
-                    f"{statement_key(before, 'resolved')}" in PHRASES:
+                    statement_key(before, "resolved") in PHRASES:
                 resolved.append(before.kind)
                 add(statement_key(before, "resolved"), _SECTION_OF[before.kind], False, before, "resolved")
     said = present | set(resolved)
     _add_routine(add, said, present, plan, prior, rng)
-    _fit_length(statements, rng, add, said, prior)
+    _fit_length(statements, add, said, prior)
     ordered = _order(statements, rng)
     return _assemble(ordered, rng)
 
@@ -779,8 +779,7 @@ def _add_routine(add, said: set[str], present: set[str], plan: StudyPlan, prior:
         add("no_change", "closer", True)
 
 
-def _fit_length(statements: list[_Statement], rng: np.random.Generator, add, said: set[str],
-                prior: StudyPlan | None) -> None:
+def _fit_length(statements: list[_Statement], add, said: set[str], prior: StudyPlan | None) -> None:
     """Pad short reports with routine statements and trim long ones, to MIN_WORDS..MAX_WORDS words."""
     keys = {s.key for s in statements}
     negated = {o for s in statements for o, v in STATEMENT_LABELS[s.key].items() if v == 0}
