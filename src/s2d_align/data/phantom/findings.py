@@ -136,7 +136,9 @@ def draw_atelectasis(chest: Chest, image: np.ndarray, finding: Finding) -> None:
         lung = chest.lungs[side]
         for k in range(bands):
             v = 0.66 + 0.1 * k + rng.uniform(-0.03, 0.03)
-            start_u = min(max(rng.uniform(0.15, 0.3), chest.clear_u(lung, v) + 0.03), 0.5)
+            while chest.clear_u(lung, v) > 0.45 and v > 0.45:
+                v -= 0.05  # beside a big heart, move up to where the band can be seen
+            start_u = max(rng.uniform(0.15, 0.3), chest.clear_u(lung, v) + 0.03)
             start = lung.point(start_u, v + rng.uniform(-0.03, 0.03))
             end = lung.point(rng.uniform(0.75, 0.9), v + rng.uniform(-0.03, 0.03))
             band = chest.stroke([start, end], 0.032) * lung.mask
