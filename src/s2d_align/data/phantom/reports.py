@@ -749,7 +749,7 @@ def _add_routine(add, said: set[str], present: set[str], plan: StudyPlan, prior:
         else:
             add("lungs.clear", "lungs", False)
     else:
-        sides = {f.side for f in plan.findings if f.kind in parenchymal | {"pneumothorax"}}
+        sides = {f.side for f in plan.findings if f.kind in parenchymal | {"pneumothorax", "effusion"}}
         if len(sides) == 1 and sides <= {"right", "left"} and "edema" not in parenchymal and chance() < 0.5:
             add("lung.other_clear", "lungs", True, extra={"other": "left" if sides == {"right"} else "right"})
     no_effusion, no_pneumothorax = "effusion" not in said, "pneumothorax" not in said
