@@ -42,7 +42,7 @@ POSITIVE_STATUSES = ("present", "new", "unchanged", "worse", "better")
 PNEUMONIA_PHRASES = (
     "This is concerning for pneumonia/U#n .",
     "Findings may represent pneumonia/U#n .",
-    "This likely represents pneumonia/U#n .",
+    "This could represent pneumonia/U#n .",
     "Pneumonia/U#n cannot be excluded .",
     "Findings are suggestive of pneumonia/U#n .",
 )
@@ -549,7 +549,7 @@ MENTION_WORDS: dict[str, tuple[str, ...]] = {
 }
 # ... and the cues that make a sentence's mentions negative or uncertain (a sentence has at most one kind).
 NEGATION_CUES = ("no", "without", "resolution of", "resolved", "normal", "within normal limits", "unremarkable")
-UNCERTAINTY_CUES = ("possible", "may", "cannot be excluded", "likely", "concerning for", "suggestive of")
+UNCERTAINTY_CUES = ("possible", "may", "could", "cannot be excluded", "concerning for", "suggestive of")
 
 # --------------------------------------------------------------------------- slots
 
