@@ -64,3 +64,32 @@ def test_yaml_exponent_without_dot_is_a_number(tmp_path):
 def test_missing_recipe_is_an_error():
     with pytest.raises(ConfigError, match="no recipe at nowhere"):
         load_config(Path("nowhere"))
+
+
+def test_bare_no_is_the_string_no():
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+
+
+def test_ablation_recipes_change_only_what_they_ablate():
+    full = load_config("mimic_cxr/s2d_align")
+    assert [s.name for s in load_config("ablations/s1_only").train.stages] == ["s1"]
+    joint = load_config("ablations/joint").train.stages
+    assert len(joint) == 1 and joint[0].contexts == ("image", "image+reference", "image+reference+key_phrases")
+    assert [s.name for s in load_config("ablations/s1_s3_s2").train.stages] == ["s1", "s3", "s2"]
+    assert [s.contexts for s in load_config("ablations/s1_s3").train.stages] == [("image",), ("image+key_phrases",)]
+    unshared = load_config("ablations/sma_unshared")
+    assert unshared.model.connector.kind == "sma_unshared"
+    assert unshared.model.llm == full.model.llm and unshared.train == full.train
+
+
+def test_base_recipes_merge_and_loops_are_errors(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\ntrain: {seed: 3}\n")
+    (tmp_path / "b.yaml").write_text("train: {seed: 1, batch_size: 2}\n")
+    config = load_config(tmp_path / "a.yaml")
+    assert (config.train.seed, config.train.batch_size) == (3, 2)
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="in a loop"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="names no recipe file"):
+        load_config(tmp_path / "c.yaml")

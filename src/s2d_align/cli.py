@@ -65,17 +65,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from s2d_align.config import GenerateConfig, from_dict
-    from s2d_align.config import apply_overrides
     from s2d_align.inference.generation import generate_file
 
-    overrides = from_dict(GenerateConfig, apply_overrides({}, args.overrides), "command line") if args.overrides else None
     count = generate_file(
         checkpoint=Path(args.checkpoint),
         manifest=Path(args.manifest),
         split=args.split,
         output=Path(args.output),
-        settings=overrides,
+        overrides=args.overrides,
     )
     print(f"wrote {count} predictions to {args.output}")
     return 0

@@ -183,12 +183,22 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class DemoConfig:
+    """The phantom dataset that ``s2d-align demo`` draws before training."""
+
+    studies: int = 600
+    seed: int = 0
+    image_size: int = 128
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
 
 
 # --------------------------------------------------------------------------- loading
@@ -201,14 +211,39 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     if path is not None:
         path = resolve_recipe(path)
         source = str(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{source}: not valid YAML: {err}") from err
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{source}: the top level must be a mapping, got {type(raw).__name__}")
+        raw = read_recipe(path)
     raw = apply_overrides(raw, overrides)
     return from_dict(Config, raw, source)
+
+
+def read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe's plain data. ``base: other.yaml`` (relative to the recipe) is read first and
+    deep-merged under it: mappings merge key by key, anything else (lists included) is replaced."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: recipes include each other in a loop ({' -> '.join(map(str, seen))})")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not (path.parent / base).is_file():
+        raise ConfigError(f"{path}: base {base!r} names no recipe file (paths are relative to {path.parent})")
+    return _merge(read_recipe(path.parent / base, (*seen, path)), raw)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def resolve_recipe(path: str | Path) -> Path:
@@ -328,6 +363,9 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
                 errors.append(str(err))
         raise ConfigError(errors[-1] if len(errors) == 1 else f"{source}: {key}: {value!r} fits none of {hint}")
     if origin is Literal:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare ``no`` / ``off`` as false
+            words = ("yes", "on", "true") if value else ("no", "off", "false")
+            value = next((w for w in words if w in args), value)
         if value not in args:
             raise ConfigError(f"{source}: {key} must be one of {list(args)}, got {value!r}")
         return value

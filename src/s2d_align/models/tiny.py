@@ -1,0 +1,177 @@
+"""Tiny random base models (vision, text, LLM) for the demo and the tests.
+
+No machine here reaches a model hub, yet the product is the real loading code.
+So the demo and the tests build small, randomly initialised models from
+``transformers`` configs of the same families as the real defaults (DINOv2 for
+Rad-DINO, BERT for CXR-BERT, Llama for Vicuna), train small tokenizers on the
+training reports, save everything with ``save_pretrained``, and then load them
+back through exactly the ``from_pretrained`` path the real models take.
+
+A random LLM knows no language, while the real method starts from Vicuna,
+which does. So that the demo's stage 1 means what it means in the paper (a
+frozen LLM that can already write, taught to read the image through the
+adapter), the tiny LLM is first trained as a plain language model on the
+training reports' text -- text only, no image ever reaches it here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+
+from s2d_align.data.manifest import read_manifest
+
+
+@dataclass(frozen=True)
+class TinySizes:
+    image_size: int = 112
+    patch_size: int = 14
+    vision_hidden: int = 128
+    vision_layers: int = 2
+    text_hidden: int = 128
+    text_layers: int = 2
+    text_vocab: int = 1000
+    llm_hidden: int = 256
+    llm_layers: int = 2
+    llm_heads: int = 4
+    llm_vocab: int = 1500
+    max_positions: int = 1024
+    llm_pretrain_steps: int = 300
+    llm_pretrain_batch: int = 32
+
+
+def build_tiny_models(
+    out: Path, manifest: Path, seed: int = 0, sizes: TinySizes = TinySizes(), extra_texts: Sequence[str] = ()
+) -> dict[str, Path]:
+    """Write ``out/vision``, ``out/text`` and ``out/llm`` (weights, configs, tokenizers, image processor).
+
+    Tokenizers learn from the training split's reports, impressions and key
+    phrases plus ``extra_texts`` (the recipe's prompt and instruction).
+    """
+    studies = [s for s in read_manifest(manifest) if s.split == "train"]
+    reports = [s.findings for s in studies]
+    corpus = reports + [s.impression for s in studies if s.impression]
+    corpus += [k.text for s in studies for k in s.key_phrases] + list(extra_texts)
+    out = Path(out)
+    paths = {"vision": out / "vision", "text": out / "text", "llm": out / "llm"}
+    _build_vision(paths["vision"], sizes, seed)
+    _build_text(paths["text"], corpus, sizes, seed + 1)
+    _build_llm(paths["llm"], corpus, reports, sizes, seed + 2)
+    return paths
+
+
+def _build_vision(path: Path, sizes: TinySizes, seed: int) -> None:
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    torch.manual_seed(seed)
+    config = Dinov2Config(
+        image_size=sizes.image_size,
+        patch_size=sizes.patch_size,
+        hidden_size=sizes.vision_hidden,
+        num_hidden_layers=sizes.vision_layers,
+        num_attention_heads=4,
+        mlp_ratio=2,
+    )
+    Dinov2Model(config).save_pretrained(path)
+    BitImageProcessor(
+        do_resize=True,
+        size={"shortest_edge": sizes.image_size},
+        do_center_crop=True,
+        crop_size={"height": sizes.image_size, "width": sizes.image_size},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.25, 0.25, 0.25],
+        do_convert_rgb=True,
+    ).save_pretrained(path)
+
+
+def _build_text(path: Path, corpus: Iterable[str], sizes: TinySizes, seed: int) -> None:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.decoder = decoders.WordPiece()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    wordpiece.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=sizes.text_vocab, special_tokens=special))
+    cls, sep = wordpiece.token_to_id("[CLS]"), wordpiece.token_to_id("[SEP]")
+    wordpiece.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    tokenizer = BertTokenizerFast(tokenizer_object=wordpiece)
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=wordpiece.get_vocab_size(),
+        hidden_size=sizes.text_hidden,
+        num_hidden_layers=sizes.text_layers,
+        num_attention_heads=4,
+        intermediate_size=2 * sizes.text_hidden,
+        max_position_embeddings=512,
+        pad_token_id=0,
+    )
+    BertModel(config).save_pretrained(path)
+
+
+def _build_llm(path: Path, corpus: Sequence[str], reports: Sequence[str], sizes: TinySizes, seed: int) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace()
+    bpe.decoder = decoders.Metaspace()
+    special = ["<pad>", "<s>", "</s>", "<unk>"]
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=sizes.llm_vocab, special_tokens=special))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=bpe.get_vocab_size(),
+        hidden_size=sizes.llm_hidden,
+        intermediate_size=2 * sizes.llm_hidden,
+        num_hidden_layers=sizes.llm_layers,
+        num_attention_heads=sizes.llm_heads,
+        num_key_value_heads=sizes.llm_heads,
+        max_position_embeddings=sizes.max_positions,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    _pretrain_language_model(model, tokenizer, reports, sizes, seed)
+    model.save_pretrained(path)
+
+
+def _pretrain_language_model(model, tokenizer, texts: Sequence[str], sizes: TinySizes, seed: int) -> None:
+    """Next-token training on report text alone: the demo's stand-in for the LLM's pretraining."""
+    from tqdm.auto import tqdm
+
+    if not sizes.llm_pretrain_steps or not texts:
+        return
+    rows = [[tokenizer.bos_token_id, *tokenizer(t, add_special_tokens=False).input_ids, tokenizer.eos_token_id] for t in texts]
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=sizes.llm_pretrain_steps)
+    model.train()
+    bar = tqdm(range(sizes.llm_pretrain_steps), desc="pretraining tiny LLM on report text", unit="step", leave=False)
+    for _ in bar:
+        picks = torch.randint(len(rows), (sizes.llm_pretrain_batch,), generator=generator).tolist()
+        width = max(len(rows[i]) for i in picks)
+        ids = torch.full((len(picks), width), tokenizer.pad_token_id)
+        labels = torch.full((len(picks), width), -100)
+        for row, i in enumerate(picks):
+            ids[row, : len(rows[i])] = torch.tensor(rows[i])
+            labels[row, : len(rows[i])] = torch.tensor(rows[i])
+        loss = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()

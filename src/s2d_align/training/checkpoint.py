@@ -1,0 +1,135 @@
+"""Stage checkpoints: what was trained, the resolved config, and metadata.
+
+A stage folder (``checkpoints/s1``) holds::
+
+    connector.safetensors   the connector (shared memory and every adapter)
+    lora/                   the LLM's LoRA adapter in PEFT's own format
+    config.yaml             the resolved run config
+    meta.json               stage, epoch, step, losses, throughput, versions;
+                            ``complete: true`` once the stage has finished
+
+and, while the stage runs, ``last/`` with the latest weights plus optimizer
+and scheduler state, so an interrupted ``train`` resumes where it stopped.
+``meta.json`` is written last: a folder without it was never finished and is
+ignored. The frozen encoders and the LLM's own weights are not copied: the
+config names them.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from s2d_align.config import Config, load_config, save_config
+
+CONNECTOR_FILE = "connector.safetensors"
+LORA_DIR = "lora"
+META_FILE = "meta.json"
+STATE_FILE = "trainer_state.pt"
+LAST_DIR = "last"
+
+
+def versions() -> dict[str, str]:
+    import accelerate
+    import peft
+    import transformers
+
+    import s2d_align
+
+    return {
+        "s2d_align": s2d_align.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "accelerate": accelerate.__version__,
+    }
+
+
+def save_weights(directory: Path, model) -> None:
+    """The trainable parts of ``model`` (an unwrapped :class:`S2DAlign`)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.connector.state_dict().items()}
+    save_file(state, str(directory / CONNECTOR_FILE))
+    model.llm.save_pretrained(str(directory / LORA_DIR))
+
+
+def load_weights(directory: Path, model) -> None:
+    from peft import load_peft_weights, set_peft_model_state_dict
+
+    model.connector.load_state_dict(load_file(str(directory / CONNECTOR_FILE)))
+    lora = load_peft_weights(str(directory / LORA_DIR), device="cpu")
+    result = set_peft_model_state_dict(model.llm, lora)
+    if result.unexpected_keys:
+        raise ValueError(f"{directory / LORA_DIR}: LoRA weights do not fit this model: {result.unexpected_keys[:3]}")
+
+
+def write_meta(directory: Path, meta: dict[str, Any]) -> None:
+    meta = {**meta, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions()}
+    tmp = directory / (META_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    tmp.replace(directory / META_FILE)
+
+
+def read_meta(directory: Path) -> dict[str, Any] | None:
+    path = directory / META_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def save_checkpoint(directory: Path, model, config: Config, meta: dict[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / META_FILE).unlink(missing_ok=True)  # invalid until the new meta lands
+    save_weights(directory, model)
+    save_config(config, directory / "config.yaml")
+    write_meta(directory, meta)
+
+
+def save_resume_state(directory: Path, model, optimizer, scheduler, state: dict[str, Any]) -> None:
+    """Everything an interrupted stage needs to go on: weights, optimizer, scheduler, counters, RNG."""
+    last = directory / LAST_DIR
+    last.mkdir(parents=True, exist_ok=True)
+    (last / META_FILE).unlink(missing_ok=True)
+    save_weights(last, model)
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()},
+        last / STATE_FILE,
+    )
+    write_meta(last, state)
+
+
+def load_resume_state(directory: Path, model, optimizer, scheduler) -> dict[str, Any] | None:
+    last = directory / LAST_DIR
+    state = read_meta(last)
+    if state is None:
+        return None
+    load_weights(last, model)
+    saved = torch.load(last / STATE_FILE, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["rng"])
+    return state
+
+
+def drop_resume_state(directory: Path) -> None:
+    shutil.rmtree(directory / LAST_DIR, ignore_errors=True)
+
+
+def load_checkpoint(directory: str | Path, overrides=()):
+    """Rebuild a trained model from a stage folder: ``(Built, Config, meta)``; ``overrides`` apply to its config."""
+    from s2d_align.models.model import build_model
+
+    directory = Path(directory)
+    meta = read_meta(directory)
+    if meta is None:
+        raise FileNotFoundError(f"{directory}: not a finished checkpoint (no {META_FILE}); train first")
+    config = load_config(directory / "config.yaml", overrides)
+    built = build_model(config.model)
+    load_weights(directory, built.model)
+    return built, config, meta

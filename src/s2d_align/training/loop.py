@@ -1,0 +1,334 @@
+"""The curriculum trainer (paper: Training Protocol of PAG) on HF accelerate.
+
+Stages run in sequence; each starts from the previous stage's best weights,
+trains what :mod:`training.curriculum` says with AdamW and a cosine schedule
+with warm-up, measures validation loss every ``eval_every`` steps (or at each
+epoch's end) and stops once it has not improved for ``patience`` evaluations.
+Because the loop only speaks accelerate, ``accelerate launch`` runs it on many
+GPUs or nodes, in bf16, without code changes; ``train.batch_size`` is per
+device.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from s2d_align.config import Config, StageConfig, load_config, save_config, to_dict
+from s2d_align.data.dataset import Collator, TrainingDataset
+from s2d_align.data.images import find_unreadable
+from s2d_align.data.manifest import Study, image_path, read_manifest
+from s2d_align.training import checkpoint as ckpt
+from s2d_align.training.curriculum import apply_stage, stage_contexts
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says what was kept and what to do."""
+
+
+@dataclass
+class StageResult:
+    name: str
+    best_val_loss: float
+    epochs_run: float
+    steps: int
+    samples_per_second: float
+    stopped: str
+    history: list[dict] = field(default_factory=list)
+
+
+def train(config: Config, out: Path) -> list[StageResult]:
+    """Run every stage of ``config.train.stages`` into ``out/checkpoints/<stage>``, resuming what was done."""
+    from accelerate import Accelerator, DataLoaderConfiguration
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
+    out = Path(out)
+    _claim_run_folder(config, out)
+    manifest = Path(config.data.manifest)
+    studies = read_manifest(manifest)
+    train_studies = [s for s in studies if s.split == "train"]
+    val_studies = [s for s in studies if s.split == "val"]
+    if not train_studies or not val_studies:
+        raise TrainingError(f"{manifest}: training needs train and val studies (have {len(train_studies)} / {len(val_studies)})")
+    _check_references(studies, manifest)
+
+    multi_context = any(len(s.contexts) > 1 for s in config.train.stages)
+    accelerator = Accelerator(
+        mixed_precision=config.train.mixed_precision,
+        gradient_accumulation_steps=config.train.grad_accum_steps,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=multi_context)],
+    )
+    if accelerator.is_main_process:
+        _check_images(train_studies + val_studies, manifest)
+    accelerator.wait_for_everyone()
+
+    set_seed(config.train.seed)
+    from s2d_align.models.model import build_model
+
+    built = build_model(config.model)
+    model = built.model
+    collate = Collator(
+        built.tokenizers.llm, built.tokenizers.text, config.data.max_report_tokens, config.model.text.max_length
+    )
+    findings = {s.id: s.findings for s in studies}
+
+    results = []
+    for stage in config.train.stages:
+        directory = out / "checkpoints" / stage.name
+        meta = ckpt.read_meta(directory)
+        if meta and meta.get("complete"):
+            ckpt.load_weights(directory, model)
+            accelerator.print(f"stage {stage.name}: already complete (best val loss {meta['best_val_loss']:.4f})")
+            results.append(_result_from_meta(stage.name, meta))
+            continue
+        uses_reference = any("reference" in c for c in stage_contexts(stage))
+        skip = uses_reference and config.data.missing_reference == "skip"
+        datasets = [
+            TrainingDataset(
+                [s for s in split if not (skip and s.reference_id is None)],
+                findings,
+                manifest,
+                built.preprocess,
+                config.data.max_images,
+                config.data.max_key_phrases,
+                seed=config.train.seed,
+            )
+            for split in (train_studies, val_studies)
+        ]
+        result = _run_stage(accelerator, config, stage, model, datasets, collate, directory)
+        results.append(result)
+        accelerator.free_memory()
+    return results
+
+
+def _run_stage(accelerator, config: Config, stage: StageConfig, model, datasets, collate, directory: Path) -> StageResult:
+    from transformers import get_cosine_schedule_with_warmup
+
+    settings = config.train
+    if stage.epochs < 1:
+        raise TrainingError(f"stage {stage.name}: epochs must be at least 1, got {stage.epochs}")
+    contexts = stage_contexts(stage)
+    params = apply_stage(model, stage)
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=stage.lr,
+        betas=settings.adam_betas,
+    )
+    train_set, val_set = datasets
+    train_loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=settings.batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        num_workers=config.data.num_workers,
+        drop_last=False,
+    )
+    val_loader = torch.utils.data.DataLoader(
+        val_set, batch_size=settings.eval_batch_size, collate_fn=collate, num_workers=config.data.num_workers
+    )
+    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / settings.grad_accum_steps)
+    total_steps = max(1, steps_per_epoch * stage.epochs)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, min(stage.warmup_steps, total_steps), total_steps)
+    wrapped, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, val_loader, scheduler
+    )
+
+    state = {"epoch": 0, "batch": 0, "step": 0, "best_val_loss": math.inf, "bad_evals": 0, "history": []}
+    resumed = ckpt.load_resume_state(directory, accelerator.unwrap_model(wrapped), optimizer, scheduler)
+    if resumed:
+        state.update({k: resumed[k] for k in state})
+        accelerator.print(f"stage {stage.name}: resuming at epoch {state['epoch'] + 1}, step {state['step']}")
+
+    eval_every = settings.eval_every or steps_per_epoch
+    stopped = "max epochs"
+    if state["bad_evals"] >= stage.patience:  # interrupted right after patience ran out
+        stopped, state["epoch"] = f"no improvement in {stage.patience} evaluations", stage.epochs
+    samples, train_seconds, running = 0, 0.0, []
+    for epoch in range(state["epoch"], stage.epochs):
+        train_set.set_epoch(epoch)
+        train_loader.set_epoch(epoch)
+        loader = accelerator.skip_first_batches(train_loader, state["batch"]) if state["batch"] else train_loader
+        bar = tqdm(
+            loader,
+            total=len(train_loader),
+            initial=state["batch"],
+            desc=f"{stage.name} epoch {epoch + 1}/{stage.epochs}",
+            unit="batch",
+            disable=not accelerator.is_local_main_process,
+            leave=False,
+        )
+        wrapped.train()
+        for batch in bar:
+            started = time.perf_counter()
+            context = _pick_context(contexts, settings.seed, stage.name, state["step"])
+            with accelerator.accumulate(wrapped):
+                loss_sum, count = wrapped(batch, context)
+                loss = loss_sum.sum() / count.sum().clamp(min=1)
+                finite = accelerator.gather(torch.isfinite(loss.detach()).reshape(1))
+                if not bool(finite.all()):
+                    _stop_on_non_finite(accelerator, config, stage, model, directory, state, loss)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and settings.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(params, settings.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            train_seconds += time.perf_counter() - started
+            samples += len(batch["ids"]) * accelerator.num_processes
+            running.append(loss.item())
+            state["batch"] += 1
+            if accelerator.sync_gradients:
+                state["step"] += 1
+                bar.set_postfix(loss=f"{sum(running[-20:]) / len(running[-20:]):.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+                if state["step"] % eval_every == 0 or state["batch"] == len(train_loader):
+                    if _evaluate_and_track(accelerator, config, stage, model, wrapped, val_loader, contexts, directory, state, running, epoch, optimizer, scheduler):
+                        stopped = f"no improvement in {stage.patience} evaluations"
+                        break
+        bar.close()
+        if stopped != "max epochs":
+            break
+        state["epoch"], state["batch"] = epoch + 1, 0
+
+    speed = samples / train_seconds if train_seconds else 0.0
+    accelerator.wait_for_everyone()
+    ckpt.load_weights(directory, accelerator.unwrap_model(wrapped))  # continue from the best weights
+    if accelerator.is_main_process:
+        meta = ckpt.read_meta(directory) or {}
+        meta.update(complete=True, stopped=stopped, samples_per_second=speed, history=state["history"])
+        ckpt.write_meta(directory, meta)
+        ckpt.drop_resume_state(directory)
+    accelerator.wait_for_everyone()
+    accelerator.print(
+        f"stage {stage.name}: best val loss {state['best_val_loss']:.4f} after {state['step']} steps "
+        f"({stopped}); {speed:.1f} samples/s"
+    )
+    return StageResult(stage.name, state["best_val_loss"], state["epoch"], state["step"], speed, stopped, state["history"])
+
+
+def _evaluate_and_track(accelerator, config, stage, model, wrapped, val_loader, contexts, directory, state, running, epoch, optimizer, scheduler) -> bool:
+    """Measure validation loss, keep the best weights, save resume state; True when patience ran out."""
+    val_loss = validation_loss(accelerator, wrapped, val_loader, contexts, config.train.max_val_batches)
+    train_loss = sum(running) / len(running) if running else float("nan")
+    running.clear()
+    state["history"].append({"step": state["step"], "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss})
+    improved = val_loss < state["best_val_loss"] - config.train.min_delta
+    if improved:
+        state["best_val_loss"], state["bad_evals"] = val_loss, 0
+    else:
+        state["bad_evals"] += 1
+    unwrapped = accelerator.unwrap_model(wrapped)
+    if accelerator.is_main_process:
+        if improved:
+            meta = {
+                "stage": stage.name,
+                "epoch": epoch + 1,
+                "step": state["step"],
+                "val_loss": val_loss,
+                "best_val_loss": val_loss,
+                "complete": False,
+            }
+            ckpt.save_checkpoint(directory, unwrapped, config, meta)
+        ckpt.save_resume_state(directory, unwrapped, optimizer, scheduler, {**state, "batch": state["batch"]})
+    accelerator.wait_for_everyone()
+    if accelerator.is_local_main_process:
+        verdict = "best" if improved else f"no improvement {state['bad_evals']}/{stage.patience}"
+        tqdm.write(f"{stage.name} step {state['step']}: train loss {train_loss:.4f}, val loss {val_loss:.4f} ({verdict})")
+    return state["bad_evals"] >= stage.patience
+
+
+@torch.no_grad()
+def validation_loss(accelerator, wrapped, loader, contexts, max_batches: int = 0) -> float:
+    """Mean report-token loss over the validation split, averaged over the stage's contexts."""
+    wrapped.eval()
+    losses = []
+    for context in contexts:
+        total, count = 0.0, 0.0
+        for index, batch in enumerate(loader):
+            if max_batches and index >= max_batches:
+                break
+            loss_sum, tokens = wrapped(batch, context)
+            loss_sum, tokens = accelerator.gather_for_metrics((loss_sum, tokens))
+            total += loss_sum.sum().item()
+            count += tokens.sum().item()
+        losses.append(total / max(count, 1.0))
+    wrapped.train()
+    return sum(losses) / len(losses)
+
+
+def _pick_context(contexts: list[tuple[str, ...]], seed: int, stage: str, step: int) -> tuple[str, ...]:
+    """The joint ablation draws a context per batch, identically on every process."""
+    if len(contexts) == 1:
+        return contexts[0]
+    return random.Random(f"{seed}:{stage}:{step}").choice(contexts)
+
+
+def _stop_on_non_finite(accelerator, config, stage, model, directory, state, loss) -> None:
+    meta = ckpt.read_meta(directory)
+    if meta is not None and accelerator.is_main_process:
+        meta.update(complete=True, stopped=f"non-finite loss at step {state['step']}", history=state["history"])
+        ckpt.write_meta(directory, meta)
+        ckpt.drop_resume_state(directory)
+    kept = (
+        f"the last good checkpoint (step {meta['step']}, val loss {meta['val_loss']:.4f}) is kept in {directory}"
+        if meta
+        else "no checkpoint of this stage was good yet; the previous stage's checkpoint is the last good one"
+    )
+    raise TrainingError(
+        f"stage {stage.name} stopped at step {state['step']}: the loss is {loss.item()}; {kept}. "
+        f"Lower the learning rate (train.stages.{stage.name}.lr) or check the data, then run train again."
+    )
+
+
+def _claim_run_folder(config: Config, out: Path) -> None:
+    """A run folder belongs to one config: resuming with another would mix two experiments."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.yaml"
+    if path.is_file():
+        previous = load_config(path)
+        if to_dict(previous) != to_dict(config):
+            raise TrainingError(
+                f"{out} holds a run with a different config ({path}); use another --out, or the same recipe to resume"
+            )
+    else:
+        save_config(config, path)
+
+
+def _check_references(studies: list[Study], manifest: Path) -> None:
+    """A training sample's reference never comes from a validation or test study."""
+    split_of = {s.id: s.split for s in studies}
+    leaks = [s.id for s in studies if s.split == "train" and s.reference_id and split_of[s.reference_id] != "train"]
+    if leaks:
+        raise TrainingError(f"{manifest}: training studies reference non-training studies: {leaks[:10]}")
+
+
+def _check_images(studies: list[Study], manifest: Path) -> None:
+    items = [(s.id, image_path(manifest, p)) for s in studies for p in s.images]
+    problems = find_unreadable(items)
+    if problems:
+        listing = "\n".join(f"  {rid}: {path} ({reason})" for rid, path, reason in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise TrainingError(
+            f"{len(problems)} image(s) of {manifest} cannot be read; fix or remove these records before training:\n"
+            f"{listing}{more}"
+        )
+
+
+def _result_from_meta(name: str, meta: dict) -> StageResult:
+    return StageResult(
+        name,
+        meta["best_val_loss"],
+        meta.get("epoch", 0),
+        meta.get("step", 0),
+        meta.get("samples_per_second", 0.0),
+        meta.get("stopped", ""),
+        meta.get("history", []),
+    )

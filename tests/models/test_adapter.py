@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from s2d_align.models.adapter import SMA, build_connector
+
+DIMS = {"image": 12, "reference": 10, "key_phrases": 10}
+ADAPTER_PARAMS = [
+    "attention.q_proj_weight", "attention.k_proj_weight", "attention.v_proj_weight", "attention.in_proj_bias",
+    "attention.out_proj.weight", "attention.out_proj.bias",
+    "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias", "mlp.4.weight", "mlp.4.bias",
+    "norm.weight", "norm.bias",
+]
+
+
+def _sma(shared=True):
+    torch.manual_seed(0)
+    return SMA(DIMS, out_dim=20, num_memory=5, memory_dim=16, hidden_size=24, num_heads=8, dropout=0.0, shared=shared)
+
+
+def test_each_adapter_emits_num_memory_tokens_of_llm_width():
+    sma = _sma()
+    tokens, mask = sma("image", torch.randn(3, 7, 12), torch.ones(3, 7, dtype=torch.bool))
+    assert tokens.shape == (3, 5, 20) and mask.shape == (3, 5) and mask.all()
+    tokens, _ = sma("reference", torch.randn(3, 9, 10), torch.ones(3, 9, dtype=torch.bool))
+    assert tokens.shape == (3, 5, 20)
+
+
+def test_padded_features_are_ignored():
+    sma = _sma().eval()
+    features = torch.randn(2, 6, 12)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    changed = features.clone()
+    changed[0, 4:] = 100.0  # garbage in the padding of study 0
+    a, _ = sma("image", features, mask)
+    b, _ = sma("image", changed, mask)
+    torch.testing.assert_close(a, b)
+    unmasked, _ = sma("image", changed, torch.ones_like(mask))
+    assert not torch.allclose(a[0], unmasked[0])  # the same garbage, once visible, does change the tokens
+
+
+def test_one_memory_bank_is_shared_by_all_adapters():
+    sma = _sma(shared=True)
+    assert sma.memory_for("image") is sma.memory_for("reference") is sma.memory_for("key_phrases")
+    groups = sma.parameter_groups()
+    assert groups["memory"] == ["memory"]
+    assert groups["image"] == [f"adapters.image.{n}" for n in ADAPTER_PARAMS]
+    everything = {n for n, _ in sma.named_parameters()}
+    assert set().union(*map(set, groups.values())) == everything
+
+
+def test_unshared_memory_gives_each_adapter_its_own_bank():
+    sma = _sma(shared=False)
+    assert sma.memory_for("image") is not sma.memory_for("reference")
+    groups = sma.parameter_groups()
+    assert groups["memory"] == []
+    assert groups["reference"] == [f"adapters.reference.{n}" for n in ADAPTER_PARAMS] + ["memories.reference"]
+
+
+def test_memory_gradient_collects_from_every_modality():
+    sma = _sma()
+    total = sum(
+        sma(m, torch.randn(2, 4, d), torch.ones(2, 4, dtype=torch.bool))[0].pow(2).mean() for m, d in DIMS.items()
+    )
+    total.backward()
+    assert sma.memory.grad is not None and sma.memory.grad.abs().sum() > 0
+
+
+def test_unknown_connector_kind():
+    with pytest.raises(ValueError, match="unknown connector kind 'qformer'"):
+        build_connector("qformer", DIMS, 20)
