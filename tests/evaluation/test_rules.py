@@ -95,3 +95,21 @@ def test_clause_cache_does_not_change_results(labeler):
     texts = ["No effusion. Mild cardiomegaly.", "Mild cardiomegaly. No effusion."] * 3
     first = labeler.label(texts)
     assert RuleLabeler(cache_size=1).label(texts) == first
+
+
+def test_cli_label(tmp_path, capsys):
+    import json
+
+    from s2d_align.cli import main
+
+    source = tmp_path / "reports.jsonl"
+    source.write_text(json.dumps({"id": "r1", "text": "Possible small right effusion."}) + "\n"
+                      + json.dumps({"id": 2, "text": ""}) + "\n")
+    out = tmp_path / "labels.jsonl"
+    assert main(["label", "--input", str(source), "--output", str(out)]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines == [
+        {"id": "r1", "labels": {**dict.fromkeys(OBSERVATIONS), "Pleural Effusion": -1}},
+        {"id": "2", "labels": {**dict.fromkeys(OBSERVATIONS), "No Finding": 1}},
+    ]
+    assert "labeled 2 reports with rules rules-1" in capsys.readouterr().out
