@@ -129,3 +129,11 @@ def test_meteor_of_an_empty_prediction():
     result = score_nlg(*PINNED["empty prediction"][:2], ("meteor",), meteor_timeout_s=120)
     assert result.scores["meteor"] == 0.4904632152588556
     assert result.per_sample["meteor"][0] == 0.0
+
+
+@needs_java
+def test_a_stuck_meteor_is_killed_and_reported():
+    refs, preds = CORPUS
+    result = score_nlg(refs * 100, preds * 100, ("bleu", "meteor"), meteor_timeout_s=0.001)
+    assert result.skipped["meteor"].startswith("METEOR timed out after 0 s")
+    assert "bleu4" in result.scores

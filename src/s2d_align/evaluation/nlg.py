@@ -24,6 +24,7 @@ recompute corpus BLEU on a resample without rerunning the toolkit.
 
 from __future__ import annotations
 
+import atexit
 import math
 import shutil
 import threading
@@ -152,51 +153,83 @@ def java_version() -> str | None:
     return lines[0] if lines else "unknown"
 
 
+_JAR = None  # one METEOR jar per process: starting the JVM and loading its paraphrase table takes seconds
+_STOP_AT_EXIT = False
+
+
+def _meteor_jar():
+    """The running METEOR wrapper, started on first use and reused (the jar keeps no state between EVALs)."""
+    global _JAR, _STOP_AT_EXIT
+    if _JAR is not None and _JAR.meteor_p.poll() is not None:
+        _stop_jar()  # it died since the last call: clean up and start another
+    if _JAR is None:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        if not _STOP_AT_EXIT:
+            atexit.register(_stop_jar)
+            _STOP_AT_EXIT = True
+        _JAR = Meteor()
+    return _JAR
+
+
+def _stop_jar() -> list[str]:
+    """Stop the jar (if any) and return what it wrote to stderr, for the error message."""
+    global _JAR
+    jar, _JAR = _JAR, None
+    if jar is None:
+        return []
+    if jar.lock.locked():  # the wrapper does not release its lock on error; its __del__ would block
+        jar.lock.release()
+    process = jar.meteor_p
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    try:
+        lines = process.stderr.read().decode("utf-8", "replace").strip().splitlines()
+    except (OSError, ValueError):
+        lines = []
+    for stream in (process.stdin, process.stdout, process.stderr):
+        try:
+            stream.close()
+        except OSError:  # a pipe the killed jar left half-written
+            pass
+    return lines
+
+
 def _meteor(references: list[str], predictions: list[str], timeout_s: float) -> tuple[float, np.ndarray] | str:
     """METEOR through pycocoevalcap's wrapper, or the reason it could not run.
 
     The wrapper speaks a line protocol with the jar: a line break inside a
     report, or ``|||`` inside a reference, would desynchronise it and hang the
-    run. Line breaks become spaces and ``|||`` is deleted before sending; with ``-norm`` the jar
-    re-tokenises the text anyway, so the score is unchanged (the wrapper
-    itself deletes ``|||`` from the prediction). A watchdog kills
-    the jar after ``timeout_s`` so a stuck JVM cannot hang the evaluation.
+    run. Line breaks become spaces and ``|||`` is deleted from the reference
+    before sending (the wrapper itself deletes it from the prediction); with
+    ``-norm`` the jar re-tokenises the text anyway, so the score is unchanged.
+    A watchdog kills the jar after ``timeout_s`` so a stuck JVM cannot hang
+    the evaluation.
     """
     if shutil.which("java") is None:
         return "Java is not installed (no 'java' on PATH); install a Java runtime (8 or later) to compute METEOR"
-    from pycocoevalcap.meteor.meteor import Meteor
 
     def one_line(text: str) -> str:
         return text.replace("\r", " ").replace("\n", " ")
 
-    # The wrapper deletes '|||' from the prediction itself; we do the same for the reference.
     gts = {i: [one_line(ref).replace("|||", "")] for i, ref in enumerate(references)}
     res = {i: [one_line(pred)] for i, pred in enumerate(predictions)}
     try:
-        meteor = Meteor()
+        jar = _meteor_jar()
     except OSError as err:
         return f"the METEOR jar could not start ({err})"
-    watchdog = threading.Timer(timeout_s, meteor.meteor_p.kill)
+    watchdog = threading.Timer(timeout_s, jar.meteor_p.kill)
     watchdog.start()
     try:
-        score, per = meteor.compute_score(gts, res)
-    except (ValueError, OSError, BrokenPipeError) as err:
-        if meteor.lock.locked():  # the wrapper does not release its lock on error; its __del__ would block
-            meteor.lock.release()
-        stderr = ""
-        if meteor.meteor_p.poll() is None:
-            meteor.meteor_p.kill()
-        try:
-            stderr = meteor.meteor_p.stderr.read().decode("utf-8", "replace").strip().splitlines()[:1]
-            stderr = f": {stderr[0]}" if stderr else ""
-        except (OSError, ValueError):
-            pass
+        score, per = jar.compute_score(gts, res)
+    except (ValueError, OSError) as err:
         timed_out = watchdog.finished.is_set()  # set only by firing: cancel() has not run yet
+        lines = _stop_jar()
         reason = f"timed out after {timeout_s:.0f} s" if timed_out else f"failed ({type(err).__name__}: {err})"
-        return f"METEOR {reason}{stderr}"
+        return f"METEOR {reason}" + (f": {lines[0]}" if lines else "")
     finally:
         watchdog.cancel()
-        del meteor
     if not math.isfinite(score):
         return f"METEOR returned a non-finite score ({score})"
     return float(score), np.asarray(per, dtype=float)
