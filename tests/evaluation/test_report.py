@@ -25,7 +25,7 @@ def test_headline_keys_and_detail():
     assert (metrics["ce_precision"], metrics["ce_recall"]) == (2 / 3, 2 / 3)
     assert metrics["n"] == 3
     assert metrics["cleaning"]["scheme"] == "none"
-    assert metrics["ce"]["labeler"] == "rules rules-1"
+    assert metrics["ce"]["labeler"] == "rules 1"
     assert set(metrics["confidence_intervals"]) == {"bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider",
                                                     "ce_precision", "ce_recall", "ce_f1"}
     low, high = metrics["confidence_intervals"]["bleu4"]

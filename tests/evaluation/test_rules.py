@@ -112,4 +112,4 @@ def test_cli_label(tmp_path, capsys):
         {"id": "r1", "labels": {**dict.fromkeys(OBSERVATIONS), "Pleural Effusion": -1}},
         {"id": "2", "labels": {**dict.fromkeys(OBSERVATIONS), "No Finding": 1}},
     ]
-    assert "labeled 2 reports with rules rules-1" in capsys.readouterr().out
+    assert "labeled 2 reports with rules 1" in capsys.readouterr().out

@@ -113,14 +113,8 @@ def score_records(
     nlg = score_nlg(references, predictions, tuple(m for m in NLG_METRICS if m in wanted), meteor_timeout_s)
     scores: dict[str, float] = dict(nlg.scores)
     not_run: dict[str, str] = dict(nlg.skipped)
-    statistics: dict[str, SampleStatistic] = {}
     per_report: dict[str, np.ndarray] = dict(nlg.per_sample)
-    if nlg.bleu_statistics is not None:
-        for k, key in enumerate(BLEU_KEYS):
-            statistics[key] = SampleStatistic(nlg.bleu_statistics, lambda sums, n, k=k: bleu_from_statistics(sums)[..., k])
-    for key in ("rouge_l", "cider"):
-        if key in nlg.per_sample:
-            statistics[key] = mean_of(nlg.per_sample[key])
+    statistics = _nlg_statistics(nlg)
 
     details: dict[str, Any] = {}
     labels: tuple[list, list] | None = None
@@ -129,28 +123,13 @@ def score_records(
         labeler = resolve_labeler(labeler, labeler_options)
         labeler_version = f"{labeler.name} {labeler.version}"
         labels = _label_both(labeler, references, predictions)
-        reference_matrix, prediction_matrix = label_matrix(labels[0]), label_matrix(labels[1])
-        ce = clinical_efficacy(reference_matrix, prediction_matrix)
-        headline = ce["conventions"]["uncertain_positive"]["micro_14"]
-        scores.update(ce_precision=headline["precision"], ce_recall=headline["recall"], ce_f1=headline["f1"])
-        details["ce"] = {"labeler": labeler_version, **ce}
-        flat = counts(reference_matrix, prediction_matrix, "uncertain_positive").reshape(len(records), -1)
-        for i, key in enumerate(("ce_precision", "ce_recall", "ce_f1")):
-            statistics[key] = SampleStatistic(flat, lambda sums, n, i=i: micro(sums.reshape(sums.shape[:-1] + (3, -1)))[i])
+        details["ce"] = {"labeler": labeler_version, **_clinical(labels, scores, statistics)}
 
     if "radgraph" in wanted:
         if radgraph is None:
             not_run["radgraph"] = _NO_RADGRAPH
         else:
-            missing = [i for i in ids if i not in radgraph]
-            if missing:
-                raise ValueError(f"RadGraph annotations are missing for {len(missing)} id(s), e.g. {missing[:10]}; "
-                                 "annotate every reference and prediction")
-            rg = radgraph_scores([(i, *radgraph[i]) for i in ids])
-            for key in RG_KEYS:
-                scores[key] = float(rg[key].mean())
-                statistics[key] = mean_of(rg[key])
-                per_report[key] = rg[key]
+            _radgraph(ids, radgraph, scores, statistics, per_report)
 
     metrics_out: dict[str, Any] = {key: scores[key] for key in HEADLINE if key in scores}
     metrics_out["n"] = len(records)
@@ -298,6 +277,43 @@ def _check_records(records: list[dict[str, str]]) -> None:
     if empty:
         raise ValueError(f"{len(empty)} record(s) have an empty reference, e.g. {empty[:10]}; "
                          "a report cannot be scored against nothing")
+
+
+def _nlg_statistics(nlg: Any) -> dict[str, SampleStatistic]:
+    """Per-report statistics of the NLG metrics: BLEU's counts, ROUGE-L's and CIDEr-D's values."""
+    statistics: dict[str, SampleStatistic] = {}
+    if nlg.bleu_statistics is not None:
+        for k, key in enumerate(BLEU_KEYS):
+            statistics[key] = SampleStatistic(nlg.bleu_statistics, lambda sums, n, k=k: bleu_from_statistics(sums)[..., k])
+    for key in ("rouge_l", "cider"):
+        if key in nlg.per_sample:
+            statistics[key] = mean_of(nlg.per_sample[key])
+    return statistics
+
+
+def _clinical(labels: tuple[list, list], scores: dict[str, float], statistics: dict[str, SampleStatistic]) -> dict:
+    """Every CE convention; the headline goes into ``scores``, its TP/FP/FN counts into ``statistics``."""
+    reference, prediction = label_matrix(labels[0]), label_matrix(labels[1])
+    ce = clinical_efficacy(reference, prediction)
+    headline = ce["conventions"]["uncertain_positive"]["micro_14"]
+    scores.update(ce_precision=headline["precision"], ce_recall=headline["recall"], ce_f1=headline["f1"])
+    flat = counts(reference, prediction, "uncertain_positive").reshape(len(reference), -1)  # (N, 3 * 14)
+    for i, key in enumerate(("ce_precision", "ce_recall", "ce_f1")):
+        statistics[key] = SampleStatistic(flat, lambda sums, n, i=i: micro(sums.reshape(sums.shape[:-1] + (3, -1)))[i])
+    return ce
+
+
+def _radgraph(ids: list[str], radgraph: dict[str, tuple], scores: dict[str, float],
+              statistics: dict[str, SampleStatistic], per_report: dict[str, np.ndarray]) -> None:
+    missing = [i for i in ids if i not in radgraph]
+    if missing:
+        raise ValueError(f"RadGraph annotations are missing for {len(missing)} id(s), e.g. {missing[:10]}; "
+                         "annotate every reference and prediction")
+    rg = radgraph_scores([(i, *radgraph[i]) for i in ids])
+    for key in RG_KEYS:
+        scores[key] = float(rg[key].mean())
+        statistics[key] = mean_of(rg[key])
+        per_report[key] = rg[key]
 
 
 def _label_both(labeler: Any, references: list[str], predictions: list[str]) -> tuple[list, list]:
