@@ -88,7 +88,7 @@ def _labeler_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from s2d_align.evaluation.report import evaluate_file, format_table, output_paths
+    from s2d_align.evaluation.report import caption, evaluate_file, format_table, output_paths
 
     metrics = evaluate_file(
         Path(args.predictions),
@@ -105,6 +105,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         confidence=args.confidence,
     )
     print(format_table({"test": metrics}))
+    print(caption(metrics))
     for name, reason in metrics["not_run"].items():
         print(f"not run: {name}: {reason}", file=sys.stderr)
     paths = output_paths(Path(args.output))

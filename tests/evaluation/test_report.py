@@ -106,6 +106,8 @@ def test_cli_evaluate(tmp_path, capsys):
     out = capsys.readouterr()
     assert out.out.splitlines()[0].startswith("|      |   B@1 |")
     assert "| test |" in out.out
+    assert out.out.splitlines()[3] == ("3 reports; cleaning none; pycocoevalcap 1.2; CE: rules 1, micro over 14, "
+                                       "uncertain positive; 95% intervals from 20 bootstrap resamples (seed 0)")
     assert json.loads((tmp_path / "m.json").read_text())["bootstrap"]["resamples"] == 20
 
 

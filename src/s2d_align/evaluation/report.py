@@ -226,9 +226,22 @@ def format_table(results: dict[str, dict[str, Any]], digits: int = 3) -> str:
     return "\n".join([line(header), rule, *[line(row) for row in rows]])
 
 
+def caption(metrics: dict[str, Any]) -> str:
+    """One line that says how the table's numbers were computed."""
+    parts = [f"{metrics['n']} reports", f"cleaning {metrics['cleaning']['scheme']}", "pycocoevalcap 1.2"]
+    if "ce" in metrics:
+        parts.append(f"CE: {metrics['ce']['labeler']}, micro over 14, uncertain positive")
+    if "bootstrap" in metrics:
+        parts.append(f"{metrics['bootstrap']['level']:.0%} intervals from {metrics['bootstrap']['resamples']} "
+                     f"bootstrap resamples (seed {metrics['bootstrap']['seed']})")
+    parts += [f"{key} not run" for key in metrics.get("not_run", {})]
+    return "; ".join(parts)
+
+
 def markdown_report(metrics: dict[str, Any], name: str = "model") -> str:
     """The Markdown file written beside ``metrics.json``."""
-    parts = [f"# Evaluation: {metrics.get('source', name)} ({metrics['n']} reports)", "", format_table({name: metrics}), ""]
+    parts = [f"# Evaluation: {metrics.get('source', name)}", "", format_table({name: metrics}), "",
+             caption(metrics) + ".", ""]
     intervals = metrics.get("confidence_intervals")
     if intervals:
         level = metrics["bootstrap"]["level"]
