@@ -113,3 +113,13 @@ def test_cli_label(tmp_path, capsys):
         {"id": "2", "labels": {**dict.fromkeys(OBSERVATIONS), "No Finding": 1}},
     ]
     assert "labeled 2 reports with rules 1" in capsys.readouterr().out
+
+
+def test_run_on_text_stays_fast(labeler):
+    """A generated report looping without full stops must not make labeling quadratic."""
+    import time
+
+    started = time.perf_counter()
+    (labels,) = labeler.label(["small left pleural effusion and " * 2000])
+    assert labels["Pleural Effusion"] == 1
+    assert time.perf_counter() - started < 5

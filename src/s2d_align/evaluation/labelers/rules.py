@@ -43,6 +43,7 @@ VERSION = "1"
 _SUPPORT_DEVICES = "Support Devices"
 _NO_FINDING = "No Finding"
 _CARDIAC = ("Cardiomegaly", "Enlarged Cardiomediastinum")
+_WINDOW = 300  # characters of the clause searched for cues on each side of a mention (~50 words)
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,9 @@ class RuleLabeler:
 
     def _classify(self, observation: str, clause: str, start: int, end: int) -> int:
         p = self._p
-        before, after, phrase = clause[:start], clause[end:], clause[start:end]
+        # Cues are looked for within a window around the mention: a run-on clause (a generated report
+        # looping without full stops) then costs linear, not quadratic, time.
+        before, after, phrase = clause[max(0, start - _WINDOW):start], clause[end:end + _WINDOW], clause[start:end]
         if self._cue_reaches(p.pre_negation_uncertain, before):
             return UNCERTAIN
         if (
@@ -185,7 +188,7 @@ class RuleLabeler:
             or self._at_predicate(p.uncertainty_at_predicate, after)
         ):
             return UNCERTAIN
-        if observation in _CARDIAC and p.structure.fullmatch(phrase) and self._only_stable(clause):
+        if observation in _CARDIAC and p.structure.fullmatch(phrase) and self._only_stable(before + phrase + after):
             return UNCERTAIN
         return POSITIVE
 
