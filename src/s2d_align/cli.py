@@ -30,6 +30,9 @@ def _quiet_libraries() -> None:
     except ImportError:  # pragma: no cover - transformers is a hard dependency
         pass
     logging.getLogger("accelerate").setLevel(logging.ERROR)
+    from PIL import Image
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # we refuse such images ourselves
 
 
 # --------------------------------------------------------------------------- prepare
@@ -49,6 +52,77 @@ def cmd_prepare_tiny_models(args: argparse.Namespace) -> int:
     paths = build_tiny_models(Path(args.out), manifest=Path(args.manifest), seed=args.seed)
     for role, path in paths.items():
         print(f"{role}: {path}")
+    return 0
+
+
+def _refiner(args: argparse.Namespace):
+    from s2d_align.data.refiners import build_refiner
+
+    cache = Path(args.refine_cache) if args.refine_cache else Path(args.out) / "cache" / "refinements.sqlite"
+    return build_refiner(
+        args.refiner, cache, model=args.refiner_model, url=args.refiner_url, pool_path=args.few_shot,
+        k=args.few_shot_k, batch_size=args.refine_batch_size, concurrency=args.refine_concurrency,
+        timeout=args.refine_timeout, max_retries=args.refine_retries, api_key_env=args.refiner_api_key_env,
+        device=args.refiner_device,
+    )
+
+
+def _finish(manifest: Path, report) -> int:
+    print(report.summary())
+    print(f"wrote {manifest}")
+    print(f"wrote {manifest.parent / 'prepare_report.json'}")
+    return 0
+
+
+def cmd_prepare_iu_xray(args: argparse.Namespace) -> int:
+    from s2d_align.data.iu_xray import prepare_iu_xray
+
+    manifest, report = prepare_iu_xray(
+        reports=Path(args.reports), images=Path(args.images), out=Path(args.out),
+        annotation=Path(args.annotation) if args.annotation else None, seed=args.seed,
+        views_csv=Path(args.views_csv) if args.views_csv else None, reference=args.reference,
+        vision_model=args.vision_model, radgraph=[Path(p) for p in args.radgraph], refiner=_refiner(args),
+        check_images=args.check_images, max_pixels=args.max_pixels, workers=args.workers,
+        embed_batch_size=args.embed_batch_size, embed_device=args.embed_device,
+    )
+    return _finish(manifest, report)
+
+
+def cmd_prepare_mimic_cxr(args: argparse.Namespace) -> int:
+    from s2d_align.data.mimic_cxr import prepare_mimic_cxr
+
+    manifest, report = prepare_mimic_cxr(
+        jpg_root=Path(args.jpg_root), reports=Path(args.reports), out=Path(args.out),
+        radgraph=[Path(p) for p in args.radgraph], views=args.views, reference_fallback=args.reference_fallback,
+        vision_model=args.vision_model, require_radgraph=args.require_radgraph, refiner=_refiner(args),
+        check_images=args.check_images, max_pixels=args.max_pixels, workers=args.workers,
+        store_radgraph=not args.no_store_radgraph, embed_batch_size=args.embed_batch_size,
+        embed_device=args.embed_device,
+    )
+    return _finish(manifest, report)
+
+
+def cmd_prepare_r2gen(args: argparse.Namespace) -> int:
+    from s2d_align.data.r2gen import prepare_r2gen
+
+    manifest, report = prepare_r2gen(
+        annotation=Path(args.annotation), images=Path(args.images), out=Path(args.out), dataset=args.dataset,
+        reference=args.reference, vision_model=args.vision_model, check_images=args.check_images,
+        max_pixels=args.max_pixels, workers=args.workers, embed_device=args.embed_device,
+    )
+    return _finish(manifest, report)
+
+
+def cmd_export_r2gen(args: argparse.Namespace) -> int:
+    from s2d_align.data.manifest import read_manifest
+    from s2d_align.data.r2gen import export_annotation
+
+    manifest = Path(args.manifest)
+    count, root = export_annotation(
+        read_manifest(manifest), manifest, Path(args.out),
+        image_root=Path(args.image_root) if args.image_root else None, per_image=args.per_image,
+    )
+    print(f"wrote {count} entries to {args.out}; image_path is relative to {root}")
     return 0
 
 
@@ -186,6 +260,56 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=cmd_prepare_tiny_models)
 
+    iu = prepare.add_parser("iu-xray", help="IU X-Ray (Open-i) reports and PNGs")
+    iu.add_argument("--reports", required=True, help="ecgen-radiology/ folder of report XMLs, or NLMCXR_reports.tgz")
+    iu.add_argument("--images", required=True, help="folder holding the Open-i PNGs (searched recursively)")
+    iu.add_argument("--out", required=True)
+    iu.add_argument("--annotation", help="R2Gen annotation.json: use its ids and split")
+    iu.add_argument("--seed", type=int, default=0, help="seed of the 70/10/20 split without --annotation")
+    iu.add_argument("--views-csv", help="CSV of image -> view (e.g. Kaggle's indiana_projections.csv)")
+    iu.add_argument("--reference", default="retrieval", choices=["retrieval", "none"],
+                    help="stage-2 reference: nearest training study by image embedding (default), or none")
+    _add_common_prepare_options(iu, check_default="full")
+    iu.set_defaults(func=cmd_prepare_iu_xray)
+
+    mimic = prepare.add_parser("mimic-cxr", help="MIMIC-CXR-JPG images and MIMIC-CXR reports")
+    mimic.add_argument("--jpg-root", required=True, help="MIMIC-CXR-JPG root (split/metadata CSVs and files/)")
+    mimic.add_argument("--reports", required=True, help="folder whose files/ holds pXX/pSUBJECT/sSTUDY.txt")
+    mimic.add_argument("--out", required=True)
+    mimic.add_argument("--views", default="all", choices=["all", "frontal"], help="keep all views or PA/AP only")
+    mimic.add_argument("--reference-fallback", default="none", choices=["none", "retrieval"],
+                       help="reference of a study without an earlier one: none (default) or retrieval")
+    mimic.add_argument("--require-radgraph", default="all", choices=["all", "train", "none"],
+                       help="with --radgraph, exclude studies lacking an annotation in all splits (the paper), "
+                            "in train only, or nowhere")
+    mimic.add_argument("--no-store-radgraph", action="store_true",
+                       help="leave the manifest's radgraph field empty (smaller manifest)")
+    _add_common_prepare_options(mimic, check_default="header")
+    mimic.set_defaults(func=cmd_prepare_mimic_cxr)
+
+    r2gen = prepare.add_parser("r2gen", help="import an R2Gen annotation.json (IU X-Ray or MIMIC-CXR)")
+    r2gen.add_argument("--annotation", required=True)
+    r2gen.add_argument("--images", required=True, help="the folder R2Gen's image_path entries are relative to")
+    r2gen.add_argument("--out", required=True)
+    r2gen.add_argument("--dataset", default="auto", choices=["auto", "iu_xray", "mimic_cxr"])
+    r2gen.add_argument("--reference", default="none", choices=["none", "retrieval"])
+    r2gen.add_argument("--vision-model", default="microsoft/rad-dino")
+    r2gen.add_argument("--embed-device", default="cpu")
+    r2gen.add_argument("--check-images", default="header", choices=["none", "header", "full"])
+    r2gen.add_argument("--max-pixels", type=int, default=50_000_000)
+    r2gen.add_argument("--workers", type=int, default=None)
+    r2gen.set_defaults(func=cmd_prepare_r2gen)
+
+    export = commands.add_parser("export", help="write a manifest in another format").add_subparsers(
+        dest="format", required=True, metavar="FORMAT"
+    )
+    export_r2gen = export.add_parser("r2gen", help="R2Gen annotation.json")
+    export_r2gen.add_argument("--manifest", required=True)
+    export_r2gen.add_argument("--out", required=True, help="annotation.json to write")
+    export_r2gen.add_argument("--image-root", help="make image paths relative to this folder (default: their common folder)")
+    export_r2gen.add_argument("--per-image", action="store_true", help="one entry per image, as R2Gen's MIMIC-CXR file")
+    export_r2gen.set_defaults(func=cmd_export_r2gen)
+
     train = commands.add_parser("train", help="run the training curriculum of a recipe")
     train.add_argument("--config", required=True, help="recipe YAML (or a shipped name such as demo)")
     train.add_argument("--out", required=True, help="run folder; an interrupted run there is resumed")
@@ -248,6 +372,32 @@ def _add_scoring_flags(parser: argparse.ArgumentParser, default_metrics: str | N
                         help="comma-separated subset of bleu,rouge_l,cider,meteor,ce,radgraph "
                              f"(default: {default_metrics or 'all that can run'})")
     _add_labeler_flags(parser)
+
+
+def _add_common_prepare_options(parser: argparse.ArgumentParser, check_default: str) -> None:
+    """Options every real-data builder shares: RadGraph and key phrases, retrieval, image checks."""
+    parser.add_argument("--radgraph", nargs="*", default=[], metavar="F.json", help="RadGraph JSON file(s)")
+    parser.add_argument("--vision-model", default="microsoft/rad-dino",
+                        help="frozen image encoder for retrieval (hub id or local folder)")
+    parser.add_argument("--embed-batch-size", type=int, default=16)
+    parser.add_argument("--embed-device", default="cpu", help="torch device for retrieval embeddings (e.g. cuda)")
+    parser.add_argument("--check-images", default=check_default, choices=["none", "header", "full"],
+                        help=f"how hard to vet each image (default: {check_default})")
+    parser.add_argument("--max-pixels", type=int, default=50_000_000, help="refuse images larger than this")
+    parser.add_argument("--workers", type=int, default=None, help="threads for reading files (default: 4 x cores)")
+    group = parser.add_argument_group("key-phrase refinement (paper, appendix A)")
+    group.add_argument("--refiner", default="none", choices=["none", "hf", "openai"])
+    group.add_argument("--refiner-model", help="hf: local folder or hub id; openai: the served model name")
+    group.add_argument("--refiner-url", help="openai: base URL of an OpenAI-compatible server, e.g. http://localhost:8000/v1")
+    group.add_argument("--refiner-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    group.add_argument("--refiner-device", default="cpu", help="hf: torch device")
+    group.add_argument("--few-shot", help="few-shot pool (JSON/JSONL of {input, output}); default: the shipped example")
+    group.add_argument("--few-shot-k", type=int, default=4, help="examples per prompt")
+    group.add_argument("--refine-batch-size", type=int, default=8, help="hf: prompts per generate call")
+    group.add_argument("--refine-concurrency", type=int, default=8, help="openai: requests in flight")
+    group.add_argument("--refine-timeout", type=float, default=60.0, help="openai: seconds per request")
+    group.add_argument("--refine-retries", type=int, default=5, help="openai: retries per request")
+    group.add_argument("--refine-cache", help="SQLite cache of refinements (default: OUT/cache/refinements.sqlite)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ and all satisfy :class:`Refiner`. The ``none`` refiner keeps the composed text.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 from s2d_align.data.manifest import KeyPhrase
 from s2d_align.data.radgraph import Annotation, Entity
@@ -66,3 +66,14 @@ class NoRefiner:
 
     def refine(self, composed: Sequence[str]) -> list[KeyPhrase]:
         return [KeyPhrase(text, COMPOSED_SOURCE) for text in composed]
+
+
+def refine_all(composed: Mapping[str, Sequence[str]], refiner: Refiner) -> dict[str, tuple[KeyPhrase, ...]]:
+    """Refine the composed descriptions of many studies in one call, so the refiner can batch them.
+
+    Identical descriptions (``mild cardiomegaly`` occurs in thousands of
+    reports) are refined once; each study gets its own phrases back in order.
+    """
+    unique = list(dict.fromkeys(text for texts in composed.values() for text in texts))
+    refined = dict(zip(unique, refiner.refine(unique))) if unique else {}
+    return {key: tuple(refined[text] for text in texts) for key, texts in composed.items()}

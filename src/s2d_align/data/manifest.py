@@ -61,10 +61,13 @@ class Study:
     radgraph: dict[str, Any] | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Field by field rather than dataclasses.asdict: asdict deep-copies the RadGraph graph, which
+        # dominated the time to write a MIMIC-scale manifest. ``radgraph`` is shared, not copied.
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         data["images"] = list(self.images)
         data["views"] = list(self.views)
         data["key_phrases"] = [asdict(k) for k in self.key_phrases]
+        data["labels"] = dict(self.labels) if self.labels is not None else None
         return data
 
 

@@ -11,8 +11,10 @@ relations: [[type, target_id], ...]}}``. Test files nest the entities under
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 V1_LABELS = ("ANAT-DP", "ANAT-DA", "ANAT-U", "OBS-DP", "OBS-U", "OBS-DA")
 RELATIONS = ("modify", "located_at", "suggestive_of")
@@ -121,3 +123,37 @@ def iter_annotations(data: Any, labeler: str = "labeler_1") -> Iterator[tuple[st
             yield str(report_id), parse_annotation(entry, labeler)
         except RadGraphError as err:
             yield str(report_id), err
+
+
+def read_radgraph_files(
+    paths: Sequence[str | Path], labeler: str = "labeler_1"
+) -> tuple[dict[str, Annotation | RadGraphError], int]:
+    """Read and merge RadGraph JSON files: ``({report key: annotation or its error}, duplicate keys)``.
+
+    A key found in two files keeps its first annotation (files are read in the
+    order given). A file that is not a JSON object keyed by report id is an
+    error naming the file; one malformed entry only spoils that entry.
+    """
+    from tqdm.auto import tqdm
+
+    merged: dict[str, Annotation | RadGraphError] = {}
+    duplicates = 0
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise RadGraphError(f"{path}: no such RadGraph file")
+        try:
+            with path.open(encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise RadGraphError(f"{path}: not a JSON file ({err}); expected RadGraph JSON keyed by report id") from err
+        if not isinstance(data, dict):
+            raise RadGraphError(f"{path}: expected a JSON object keyed by report id, got {type(data).__name__}")
+        for key, annotation in tqdm(
+            iter_annotations(data, labeler), total=len(data), desc=f"reading {path.name}", unit="report", leave=False
+        ):
+            if key in merged:
+                duplicates += 1
+                continue
+            merged[key] = annotation
+    return merged, duplicates
