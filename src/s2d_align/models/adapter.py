@@ -11,7 +11,10 @@ teach M about reports and phrases stays in the queries that read the image at
 inference.
 
 The paper's Eq. 6 was lost in extraction; we add the cross-attention output to
-its queries (a residual, as in every transformer block) before the MLP.
+its queries (a residual, as in every transformer block) before the MLP. The
+memory starts at unit scale, N(0, 1), as DETR's learned queries do: with the
+0.02 scale common for embeddings, every query starts by averaging the image
+uniformly and takes far longer to learn to look at a region.
 
 Every connector answers ``forward(modality, features, mask) -> (tokens, mask)``
 and ``parameter_groups()``, so the curriculum can say what trains by group
@@ -69,7 +72,7 @@ class SMA(nn.Module):
         self.num_memory = num_memory
 
         def bank() -> nn.Parameter:
-            return nn.Parameter(torch.randn(num_memory, memory_dim) * 0.02)
+            return nn.Parameter(torch.randn(num_memory, memory_dim))
 
         if shared:
             self.memory = bank()
