@@ -46,7 +46,8 @@ def run_demo(out: Path, studies: int | None = None, config: str = "demo", overri
     with _timed(timings, "base_models"):
         if not (base / "llm" / "config.json").is_file():
             print(f"[2/5] building tiny base models into {base}")
-            build_tiny_models(base, manifest, seed=phantom.seed, extra_texts=[recipe.model.prompt.prompt, recipe.model.prompt.instruction])
+            prompt = recipe.model.prompt
+            build_tiny_models(base, manifest, seed=phantom.seed, prompt=prompt.prompt, instruction=prompt.instruction)
         else:
             print(f"[2/5] tiny base models already in {base}")
 

@@ -8,20 +8,27 @@ training reports, save everything with ``save_pretrained``, and then load them
 back through exactly the ``from_pretrained`` path the real models take.
 
 A random LLM knows no language, while the real method starts from Vicuna,
-which does. So that the demo's stage 1 means what it means in the paper (a
-frozen LLM that can already write, taught to read the image through the
-adapter), the tiny LLM is first trained as a plain language model on the
-training reports' text -- text only, no image ever reaches it here.
+an instruction-tuned LLM that can already write a report from a list of
+findings placed in its prompt. So that the demo's stage 1 means what it means
+in the paper (a frozen LLM that can follow its context, taught to read the
+image through the adapter), the tiny LLM is first trained on text alone, from
+the training split only: the sequence it will see in training,
+``prompt | <context> | instruction | report``, with the study's key phrases
+written out as text where the adapter tokens will go, and the loss on the
+report. No image ever reaches it here; reading the image is what stage 1 must
+teach the adapter.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+import random
 from typing import Iterable, Sequence
 
 import torch
 
+from s2d_align.config import PromptConfig
 from s2d_align.data.manifest import read_manifest
 
 
@@ -44,22 +51,32 @@ class TinySizes:
 
 
 def build_tiny_models(
-    out: Path, manifest: Path, seed: int = 0, sizes: TinySizes = TinySizes(), extra_texts: Sequence[str] = ()
+    out: Path,
+    manifest: Path,
+    seed: int = 0,
+    sizes: TinySizes = TinySizes(),
+    prompt: str = PromptConfig.prompt,
+    instruction: str = PromptConfig.instruction,
 ) -> dict[str, Path]:
     """Write ``out/vision``, ``out/text`` and ``out/llm`` (weights, configs, tokenizers, image processor).
 
     Tokenizers learn from the training split's reports, impressions and key
-    phrases plus ``extra_texts`` (the recipe's prompt and instruction).
+    phrases and from the recipe's ``prompt`` and ``instruction``.
     """
     studies = [s for s in read_manifest(manifest) if s.split == "train"]
-    reports = [s.findings for s in studies]
-    corpus = reports + [s.impression for s in studies if s.impression]
-    corpus += [k.text for s in studies for k in s.key_phrases] + list(extra_texts)
+    corpus = [s.findings for s in studies] + [s.impression for s in studies if s.impression]
+    corpus += [k.text for s in studies for k in s.key_phrases] + [prompt, instruction]
     out = Path(out)
     paths = {"vision": out / "vision", "text": out / "text", "llm": out / "llm"}
     _build_vision(paths["vision"], sizes, seed)
     _build_text(paths["text"], corpus, sizes, seed + 1)
-    _build_llm(paths["llm"], corpus, reports, sizes, seed + 2)
+    rng = random.Random(seed)
+    examples = []
+    for study in studies:
+        phrases = [k.text for k in study.key_phrases]
+        rng.shuffle(phrases)  # adapter tokens carry no order; neither should the context
+        examples.append((prompt, "; ".join(phrases), instruction, study.findings))
+    _build_llm(paths["llm"], corpus, examples, sizes, seed + 2)
     return paths
 
 
@@ -116,7 +133,7 @@ def _build_text(path: Path, corpus: Iterable[str], sizes: TinySizes, seed: int) 
     BertModel(config).save_pretrained(path)
 
 
-def _build_llm(path: Path, corpus: Sequence[str], reports: Sequence[str], sizes: TinySizes, seed: int) -> None:
+def _build_llm(path: Path, corpus: Sequence[str], examples: Sequence[tuple[str, ...]], sizes: TinySizes, seed: int) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -144,31 +161,45 @@ def _build_llm(path: Path, corpus: Sequence[str], reports: Sequence[str], sizes:
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
-    _pretrain_language_model(model, tokenizer, reports, sizes, seed)
+    _pretrain_language_model(model, tokenizer, examples, sizes, seed)
     model.save_pretrained(path)
 
 
-def _pretrain_language_model(model, tokenizer, texts: Sequence[str], sizes: TinySizes, seed: int) -> None:
-    """Next-token training on report text alone: the demo's stand-in for the LLM's pretraining."""
+def _pretrain_language_model(model, tokenizer, examples: Sequence[tuple[str, ...]], sizes: TinySizes, seed: int) -> None:
+    """Text-only training on ``(prompt, context, instruction, report)``, loss on the report and EOS.
+
+    The pieces are tokenised separately and joined, exactly as ``S2DAlign``
+    joins its prefix and the report.
+    """
     from tqdm.auto import tqdm
 
-    if not sizes.llm_pretrain_steps or not texts:
+    if not sizes.llm_pretrain_steps or not examples:
         return
-    rows = [[tokenizer.bos_token_id, *tokenizer(t, add_special_tokens=False).input_ids, tokenizer.eos_token_id] for t in texts]
+
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False).input_ids
+
+    rows, starts = [], []
+    for *context, report in examples:
+        prefix = [tokenizer.bos_token_id] + [i for piece in context for i in ids(piece)]
+        rows.append(prefix + ids(report) + [tokenizer.eos_token_id])
+        starts.append(len(prefix))
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=sizes.llm_pretrain_steps)
     model.train()
-    bar = tqdm(range(sizes.llm_pretrain_steps), desc="pretraining tiny LLM on report text", unit="step", leave=False)
+    bar = tqdm(range(sizes.llm_pretrain_steps), desc="pretraining the tiny LLM on report text", unit="step", leave=False)
     for _ in bar:
         picks = torch.randint(len(rows), (sizes.llm_pretrain_batch,), generator=generator).tolist()
         width = max(len(rows[i]) for i in picks)
-        ids = torch.full((len(picks), width), tokenizer.pad_token_id)
+        batch = torch.full((len(picks), width), tokenizer.pad_token_id)
+        mask = torch.zeros((len(picks), width), dtype=torch.long)
         labels = torch.full((len(picks), width), -100)
         for row, i in enumerate(picks):
-            ids[row, : len(rows[i])] = torch.tensor(rows[i])
-            labels[row, : len(rows[i])] = torch.tensor(rows[i])
-        loss = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
+            batch[row, : len(rows[i])] = torch.tensor(rows[i])
+            mask[row, : len(rows[i])] = 1
+            labels[row, starts[i] : len(rows[i])] = torch.tensor(rows[i][starts[i] :])
+        loss = model(input_ids=batch, attention_mask=mask, labels=labels).loss
         loss.backward()
         optimizer.step()
         schedule.step()
