@@ -16,7 +16,8 @@ the training split only: the sequence it will see in training,
 ``prompt | <context> | instruction | report``, with the study's key phrases
 written out as text where the adapter tokens will go, and the loss on the
 report. No image ever reaches it here; reading the image is what stage 1 must
-teach the adapter.
+teach the adapter. The vision encoder stays random, with one change that a
+pretrained encoder would not need (see ``_build_vision``).
 """
 
 from __future__ import annotations
@@ -92,7 +93,13 @@ def _build_vision(path: Path, sizes: TinySizes, seed: int) -> None:
         num_attention_heads=4,
         mlp_ratio=2,
     )
-    Dinov2Model(config).save_pretrained(path)
+    model = Dinov2Model(config)
+    # At the config's 0.02 scale the position embeddings vanish beside the patch
+    # content, and after the final LayerNorm a random ViT no longer says where a
+    # patch is. A pretrained encoder does; unit scale keeps position in the features.
+    with torch.no_grad():
+        model.embeddings.position_embeddings.normal_(0.0, 1.0)
+    model.save_pretrained(path)
     BitImageProcessor(
         do_resize=True,
         size={"shortest_edge": sizes.image_size},
