@@ -189,6 +189,8 @@ class DemoConfig:
     studies: int = 600
     seed: int = 0
     image_size: int = 128
+    # Text-only training steps of the tiny stand-in LLM (see models/tiny.py).
+    llm_pretrain_steps: int = 300
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ def run_demo(out: Path, studies: int | None = None, config: str = "demo", overri
     from s2d_align.data.phantom import prepare_phantom
     from s2d_align.evaluation.report import evaluate_records, format_table
     from s2d_align.inference.generation import generate_file
-    from s2d_align.models.tiny import build_tiny_models
+    from s2d_align.models.tiny import TinySizes, build_tiny_models
     from s2d_align.training.loop import train
 
     started = time.perf_counter()
@@ -47,7 +47,8 @@ def run_demo(out: Path, studies: int | None = None, config: str = "demo", overri
         if not (base / "llm" / "config.json").is_file():
             print(f"[2/5] building tiny base models into {base}")
             prompt = recipe.model.prompt
-            build_tiny_models(base, manifest, seed=phantom.seed, prompt=prompt.prompt, instruction=prompt.instruction)
+            sizes = TinySizes(llm_pretrain_steps=phantom.llm_pretrain_steps)
+            build_tiny_models(base, manifest, phantom.seed, sizes, prompt=prompt.prompt, instruction=prompt.instruction)
         else:
             print(f"[2/5] tiny base models already in {base}")
 
