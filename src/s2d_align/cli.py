@@ -152,11 +152,74 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from s2d_align.evaluation.report import evaluate_file, format_table
+def _labeler_options(args: argparse.Namespace) -> dict:
+    return {
+        "checkpoint": args.chexbert_checkpoint,
+        "bert_dir": args.bert_dir,
+        "device": args.device,
+        "batch_size": args.batch_size,
+    }
 
-    metrics = evaluate_file(Path(args.predictions), Path(args.output), clean=args.clean)
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from s2d_align.evaluation.report import caption, evaluate_file, format_table, output_paths
+
+    metrics = evaluate_file(
+        Path(args.predictions),
+        Path(args.output),
+        clean=args.clean,
+        metrics=args.metrics,
+        labeler=args.labeler,
+        labeler_options=_labeler_options(args),
+        radgraph_annotations=args.radgraph_annotations,
+        radgraph_reference=args.radgraph_reference,
+        radgraph_prediction=args.radgraph_prediction,
+        resamples=args.bootstrap,
+        seed=args.seed,
+        confidence=args.confidence,
+    )
     print(format_table({"test": metrics}))
+    print(caption(metrics))
+    for name, reason in metrics["not_run"].items():
+        print(f"not run: {name}: {reason}", file=sys.stderr)
+    paths = output_paths(Path(args.output))
+    print(f"wrote {paths['json']}, {paths['markdown']}, {paths['samples']}", file=sys.stderr)
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from s2d_align.evaluation.labelers import build_labeler, label_file
+
+    labeler = build_labeler(args.labeler, **_labeler_options(args))
+    count = label_file(Path(args.input), Path(args.output), labeler)
+    print(f"labeled {count} reports with {labeler.name} {labeler.version} -> {args.output}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from s2d_align.evaluation.comparison import compare_files, format_comparison
+
+    result = compare_files(
+        Path(args.a),
+        Path(args.b),
+        clean=args.clean,
+        metrics=args.metrics,
+        labeler=args.labeler,
+        labeler_options=_labeler_options(args),
+        radgraph_a=args.radgraph_a,
+        radgraph_b=args.radgraph_b,
+        test=args.test,
+        resamples=args.resamples,
+        seed=args.seed,
+        confidence=args.confidence,
+    )
+    print(format_comparison(result))
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 
@@ -261,12 +324,54 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("overrides", nargs="*", help="generation settings, key=value (e.g. num_beams=1)")
     generate.set_defaults(func=cmd_generate)
 
-    evaluate = commands.add_parser("evaluate", help="score predictions JSONL")
-    evaluate.add_argument("--predictions", required=True)
-    evaluate.add_argument("--output", required=True, help="metrics JSON")
-    evaluate.add_argument("--clean", default="none", choices=["none", "iu_xray", "mimic_cxr", "mimic_cxr_colon"])
+    evaluate = commands.add_parser("evaluate", help="score predictions JSONL (NLG, clinical efficacy, RadGraph F1)")
+    evaluate.add_argument("--predictions", required=True, help='JSONL, one {"id", "reference", "prediction"} per line')
+    evaluate.add_argument("--output", required=True, help="metrics JSON; the .md table and .samples.csv go beside it")
+    _add_scoring_flags(evaluate, default_metrics=None)
+    evaluate.add_argument("--radgraph-annotations", help="JSON keyed by id: {reference: RadGraph, prediction: RadGraph}")
+    evaluate.add_argument("--radgraph-reference", help="RadGraph JSON of the references, keyed by id")
+    evaluate.add_argument("--radgraph-prediction", help="RadGraph JSON of the predictions, keyed by id")
+    evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (0: none)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--confidence", type=float, default=0.95)
     evaluate.set_defaults(func=cmd_evaluate)
+
+    label = commands.add_parser("label", help="CheXpert labels (14 observations) for report texts")
+    label.add_argument("--input", required=True, help='JSONL, one {"id", "text"} per line')
+    label.add_argument("--output", required=True, help='JSONL, one {"id", "labels"} per line')
+    _add_labeler_flags(label)
+    label.set_defaults(func=cmd_label)
+
+    compare = commands.add_parser("compare", help="paired significance test between two systems on the same ids")
+    compare.add_argument("a", help="predictions JSONL of system A")
+    compare.add_argument("b", help="predictions JSONL of system B (same ids and references)")
+    _add_scoring_flags(compare, default_metrics="bleu,rouge_l,cider,ce,radgraph")
+    compare.add_argument("--radgraph-a", help="paired RadGraph annotations of system A")
+    compare.add_argument("--radgraph-b", help="paired RadGraph annotations of system B")
+    compare.add_argument("--test", default="bootstrap", choices=["bootstrap", "permutation"])
+    compare.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples / randomisation rounds")
+    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--confidence", type=float, default=0.95)
+    compare.add_argument("--output", help="also write the result as JSON")
+    compare.set_defaults(func=cmd_compare)
     return parser
+
+
+def _add_labeler_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--labeler", default="rules", choices=["rules", "chexbert"])
+    parser.add_argument("--chexbert-checkpoint", help="the published chexbert.pth (for --labeler chexbert)")
+    parser.add_argument("--bert-dir", help="local bert-base-uncased folder: config.json and tokenizer (for chexbert)")
+    parser.add_argument("--device", default="cpu", help="torch device for chexbert (cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--batch-size", type=int, default=32, help="chexbert batch size")
+
+
+def _add_scoring_flags(parser: argparse.ArgumentParser, default_metrics: str | None) -> None:
+    parser.add_argument("--clean", default="none", choices=["none", "iu_xray", "mimic_cxr", "mimic_cxr_colon"],
+                        help="cleaning applied to both sides before scoring (default: none, text as given)")
+    parser.add_argument("--metrics", default=default_metrics,
+                        help="comma-separated subset of bleu,rouge_l,cider,meteor,ce,radgraph "
+                             f"(default: {default_metrics or 'all that can run'})")
+    _add_labeler_flags(parser)
 
 
 def _add_common_prepare_options(parser: argparse.ArgumentParser, check_default: str) -> None:

@@ -1,0 +1,70 @@
+"""Bootstrap intervals and paired tests over per-report statistics."""
+
+import numpy as np
+import pytest
+
+from s2d_align.evaluation.bootstrap import (SampleStatistic, intervals, mean_of, paired_bootstrap, permutation_test,
+                                            replicates)
+from s2d_align.evaluation.nlg import bleu_from_statistics, score_nlg
+
+REFS = ["no pleural effusion .", "mild cardiomegaly .", "the lungs are clear .", "small left effusion ."] * 5
+GOOD = list(REFS)
+POOR = ["the heart is enlarged ."] * len(REFS)
+
+
+def bleu4(predictions):
+    stats = score_nlg(REFS, predictions, ("bleu",)).bleu_statistics
+    return SampleStatistic(stats, lambda sums, n: bleu_from_statistics(sums)[..., 3])
+
+
+def test_full_set_value_is_the_toolkit_value():
+    result = score_nlg(REFS, POOR[:10] + GOOD[10:], ("bleu",))
+    stat = SampleStatistic(result.bleu_statistics, lambda sums, n: bleu_from_statistics(sums)[..., 3])
+    assert stat.full() == result.scores["bleu4"]
+
+
+def test_resampling_frequencies_of_a_two_report_mean():
+    # Resampling two reports valued 0 and 1: the mean is 0, 1/2, 1 with probability 1/4, 1/2, 1/4.
+    values = replicates({"m": mean_of(np.array([0.0, 1.0]))}, resamples=8000, seed=1)["m"]
+    assert set(np.unique(values)) == {0.0, 0.5, 1.0}
+    assert np.mean(values == 0.5) == pytest.approx(0.5, abs=0.02)
+    assert np.mean(values == 0.0) == pytest.approx(0.25, abs=0.02)
+
+
+def test_intervals_are_seeded_and_bracket_the_estimate():
+    stats = {"bleu4": bleu4(POOR[:10] + GOOD[10:]), "constant": mean_of(np.full(len(REFS), 0.3))}
+    first = intervals(stats, resamples=500, seed=7)
+    assert first == intervals(stats, resamples=500, seed=7)
+    assert first != intervals(stats, resamples=500, seed=8)
+    low, high = first["bleu4"]
+    assert low < stats["bleu4"].full() < high
+    assert first["constant"] == [pytest.approx(0.3), pytest.approx(0.3)]
+
+
+def test_paired_bootstrap():
+    same = paired_bootstrap({"bleu4": bleu4(GOOD)}, {"bleu4": bleu4(GOOD)}, resamples=200)["bleu4"]
+    assert same["delta"] == 0.0 and same["p_value"] == 1.0 and same["delta_interval"] == [0.0, 0.0]
+    better = paired_bootstrap({"bleu4": bleu4(POOR)}, {"bleu4": bleu4(GOOD)}, resamples=200)["bleu4"]
+    assert better["delta"] == pytest.approx(1.0, abs=1e-6)
+    assert better["p_value"] == 1 / 201
+    assert better["delta_interval"][0] > 0.9
+
+
+def test_permutation_test():
+    same = permutation_test({"m": mean_of(np.ones(20))}, {"m": mean_of(np.ones(20))}, rounds=100)["m"]
+    assert same["p_value"] == 1.0
+    a = mean_of(np.zeros(20))
+    b = mean_of(np.ones(20))
+    different = permutation_test({"m": a}, {"m": b}, rounds=400, seed=0)["m"]
+    assert different["delta"] == 1.0
+    # |mean difference| reaches 1 only when no report is swapped or all are: probability 2 / 2**20
+    assert different["p_value"] == 1 / 401
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="different numbers of reports"):
+        replicates({"a": mean_of(np.ones(3)), "b": mean_of(np.ones(4))}, 10, 0)
+    with pytest.raises(ValueError, match="resamples must be at least 1"):
+        intervals({"a": mean_of(np.ones(3))}, resamples=0)
+    with pytest.raises(ValueError, match="confidence level"):
+        intervals({"a": mean_of(np.ones(3))}, level=95)

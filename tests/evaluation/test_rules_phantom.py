@@ -1,0 +1,52 @@
+"""The rule labeler reads the phantom's reports back to their true labels.
+
+The phantom dataset (``s2d_align.data.phantom``) writes reports in standard radiology phrasing together with
+the labels they were drawn from; a CheXpert-style labeler should recover them. Per observation, the share of
+reports whose rule label equals the true label (1 / 0 / -1 / blank; an observation missing from the true
+labels is blank) must be at least 0.98.
+
+One convention differs, and it is the labeler that follows CheXpert: the phantom counts "likely" as an
+uncertainty cue, so "This likely represents pneumonia." is labeled uncertain, while the CheXpert labeler's
+uncertainty patterns do not include "likely" (it has "probable", "possible", "may", ...), so CheXpert -- and
+this labeler -- call it positive. That sentence is the only source of disagreement we know of; the second
+assertion keeps it that way. On this set (seed 0) Pneumonia agrees on 0.99 of reports; on larger or other
+phantom sets the "likely" sentence alone brings Pneumonia to about 0.97 (see docs/evaluation.md).
+"""
+
+import pytest
+
+from s2d_align.chexpert import OBSERVATIONS
+from s2d_align.data.manifest import read_manifest
+from s2d_align.evaluation.labelers.rules import RuleLabeler
+
+phantom = pytest.importorskip("s2d_align.data.phantom", reason="the phantom generator is not installed")
+
+LIKELY = "likely represents pneumonia"
+
+
+@pytest.fixture(scope="module")
+def labeled(tmp_path_factory):
+    manifest = phantom.prepare_phantom(tmp_path_factory.mktemp("phantom"), studies=200, seed=0, image_size=64)
+    studies = [s for s in read_manifest(manifest) if s.labels is not None]
+    return studies, RuleLabeler().label([s.findings for s in studies])
+
+
+def test_per_label_agreement_with_true_labels(labeled):
+    studies, predicted = labeled
+    assert len(studies) >= 100
+    agreement = {
+        observation: sum(s.labels.get(observation) == p[observation] for s, p in zip(studies, predicted)) / len(studies)
+        for observation in OBSERVATIONS
+    }
+    assert {k: v for k, v in agreement.items() if v < 0.98} == {}
+
+
+def test_the_only_disagreement_is_likely_pneumonia(labeled):
+    studies, predicted = labeled
+    other = [
+        (observation, s.findings, s.labels.get(observation), p[observation])
+        for s, p in zip(studies, predicted)
+        for observation in OBSERVATIONS
+        if s.labels.get(observation) != p[observation] and not (observation == "Pneumonia" and LIKELY in s.findings)
+    ]
+    assert other == []
