@@ -5,12 +5,9 @@ the labels they were drawn from; a CheXpert-style labeler should recover them. P
 reports whose rule label equals the true label (1 / 0 / -1 / blank; an observation missing from the true
 labels is blank) must be at least 0.98.
 
-One convention differs, and it is the labeler that follows CheXpert: the phantom counts "likely" as an
-uncertainty cue, so "This likely represents pneumonia." is labeled uncertain, while the CheXpert labeler's
-uncertainty patterns do not include "likely" (it has "probable", "possible", "may", ...), so CheXpert -- and
-this labeler -- call it positive. That sentence is the only source of disagreement we know of; the second
-assertion keeps it that way. On this set (seed 0) Pneumonia agrees on 0.99 of reports; on larger or other
-phantom sets the "likely" sentence alone brings Pneumonia to about 0.97 (see docs/evaluation.md).
+Both follow CheXpert's conventions (for instance "likely X" is positive, so the phantom writes its uncertain
+pneumonia as "could represent", "may represent", "concerning for"...); on 4 x 600 phantom studies (seeds
+0-3) every label agrees, so the second test asks for no disagreement at all.
 """
 
 import pytest
@@ -20,9 +17,6 @@ from s2d_align.data.manifest import read_manifest
 from s2d_align.evaluation.labelers.rules import RuleLabeler
 
 phantom = pytest.importorskip("s2d_align.data.phantom", reason="the phantom generator is not installed")
-
-LIKELY = "likely represents pneumonia"
-
 
 @pytest.fixture(scope="module")
 def labeled(tmp_path_factory):
@@ -41,12 +35,12 @@ def test_per_label_agreement_with_true_labels(labeled):
     assert {k: v for k, v in agreement.items() if v < 0.98} == {}
 
 
-def test_the_only_disagreement_is_likely_pneumonia(labeled):
+def test_no_label_disagrees(labeled):
     studies, predicted = labeled
-    other = [
+    disagreements = [
         (observation, s.findings, s.labels.get(observation), p[observation])
         for s, p in zip(studies, predicted)
         for observation in OBSERVATIONS
-        if s.labels.get(observation) != p[observation] and not (observation == "Pneumonia" and LIKELY in s.findings)
+        if s.labels.get(observation) != p[observation]
     ]
-    assert other == []
+    assert disagreements == []
