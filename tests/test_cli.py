@@ -38,10 +38,18 @@ def test_demo_writes_every_artifact(demo_run):
     headline = ["bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider", "ce_precision", "ce_recall", "ce_f1"]
     assert all(isinstance(metrics[k], float) for k in headline)
     assert all(isinstance(metrics["s1"][k], float) for k in headline)
+    demo = metrics["demo"]
+    assert [s["name"] for s in demo["stages"]] == ["s1", "s2", "s3"]
+    assert all(s["samples_per_second"] > 0 for s in demo["stages"])
+    assert demo["peak_memory_mib"] > 0 and demo["test_studies"] == len(predictions_of(out))
+    assert demo["seconds"]["generate_s3_reports_per_second"] > 0
     assert "after S1" in result.stdout and "after S3" in result.stdout and "CE-F1" in result.stdout
     test_ids = [json.loads(l)["id"] for l in (out / "manifest.jsonl").read_text().splitlines() if '"split": "test"' in l]
-    predictions = [json.loads(l) for l in (out / "predictions.jsonl").read_text().splitlines()]
-    assert [p["id"] for p in predictions] == test_ids
+    assert [p["id"] for p in predictions_of(out)] == test_ids
+
+
+def predictions_of(out):
+    return [json.loads(l) for l in (out / "predictions.jsonl").read_text().splitlines()]
 
 
 def test_prepare_generate_evaluate_commands(demo_run, tmp_path):

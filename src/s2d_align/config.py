@@ -74,11 +74,13 @@ class ConnectorConfig:
     """The connector between encoders and LLM.
 
     ``sma`` is the paper's Shallow-to-Deep Memory Adapter: one memory bank of
-    ``num_memory`` queries shared by one adapter per modality. The other kinds
-    are the connector ablations of the paper's Table 4.
+    ``num_memory`` queries shared by one adapter per modality; ``sma_unshared``
+    is Table 4's "w/o shared memory" ablation. The table's other connectors
+    (MLP, MLP + Q-Former, MLP + MSA) are not built yet: a recipe naming them
+    fails validation rather than at model build time.
     """
 
-    kind: Literal["sma", "sma_unshared", "mlp_msa", "mlp", "mlp_qformer"] = "sma"
+    kind: Literal["sma", "sma_unshared"] = "sma"
     num_memory: int = 128
     memory_dim: int = 1024
     hidden_size: int = 2048

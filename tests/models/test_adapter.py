@@ -68,3 +68,13 @@ def test_memory_gradient_collects_from_every_modality():
 def test_unknown_connector_kind():
     with pytest.raises(ValueError, match="unknown connector kind 'qformer'"):
         build_connector("qformer", DIMS, 20)
+
+
+def test_every_connector_kind_the_config_accepts_builds():
+    from typing import get_args, get_type_hints
+
+    from s2d_align.config import ConnectorConfig
+
+    for kind in get_args(get_type_hints(ConnectorConfig)["kind"]):
+        connector = build_connector(kind, DIMS, 20, num_memory=5, memory_dim=16, hidden_size=24, num_heads=8, dropout=0.0)
+        assert set(connector.parameter_groups()) == {"memory", *DIMS}
