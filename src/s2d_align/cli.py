@@ -345,9 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="paired significance test between two systems on the same ids")
     compare.add_argument("a", help="predictions JSONL of system A")
     compare.add_argument("b", help="predictions JSONL of system B (same ids and references)")
-    _add_scoring_flags(compare, default_metrics="bleu,rouge_l,cider,ce,radgraph")
-    compare.add_argument("--radgraph-a", help="paired RadGraph annotations of system A")
-    compare.add_argument("--radgraph-b", help="paired RadGraph annotations of system B")
+    _add_scoring_flags(compare, default_metrics="bleu,rouge_l,cider,ce,radgraph")  # METEOR: no per-report statistics
+    compare.add_argument("--radgraph-a", help='RadGraph annotations for system A: {id: {"reference": ..., "prediction": ...}}')
+    compare.add_argument("--radgraph-b", help="the same for system B")
     compare.add_argument("--test", default="bootstrap", choices=["bootstrap", "permutation"])
     compare.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples / randomisation rounds")
     compare.add_argument("--seed", type=int, default=0)
@@ -358,7 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_labeler_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--labeler", default="rules", choices=["rules", "chexbert"])
+    from s2d_align.evaluation.labelers import LABELERS
+
+    parser.add_argument("--labeler", default="rules", choices=LABELERS)
     parser.add_argument("--chexbert-checkpoint", help="the published chexbert.pth (for --labeler chexbert)")
     parser.add_argument("--bert-dir", help="local bert-base-uncased folder: config.json and tokenizer (for chexbert)")
     parser.add_argument("--device", default="cpu", help="torch device for chexbert (cpu, cuda, cuda:1, ...)")
@@ -366,7 +368,9 @@ def _add_labeler_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_scoring_flags(parser: argparse.ArgumentParser, default_metrics: str | None) -> None:
-    parser.add_argument("--clean", default="none", choices=["none", "iu_xray", "mimic_cxr", "mimic_cxr_colon"],
+    from s2d_align.evaluation.cleaning import CLEANERS
+
+    parser.add_argument("--clean", default="none", choices=list(CLEANERS),
                         help="cleaning applied to both sides before scoring (default: none, text as given)")
     parser.add_argument("--metrics", default=default_metrics,
                         help="comma-separated subset of bleu,rouge_l,cider,meteor,ce,radgraph "

@@ -68,3 +68,6 @@ def test_errors():
         intervals({"a": mean_of(np.ones(3))}, resamples=0)
     with pytest.raises(ValueError, match="confidence level"):
         intervals({"a": mean_of(np.ones(3))}, level=95)
+    for level in (0.0, 1.0, 95):
+        with pytest.raises(ValueError, match="confidence level"):
+            paired_bootstrap({"a": mean_of(np.ones(3))}, {"a": mean_of(np.zeros(3))}, resamples=10, level=level)

@@ -70,3 +70,12 @@ def test_cli_compare_mismatch_is_an_error(tmp_path, capsys):
     b = write(tmp_path / "b.jsonl", B[:10])
     assert main(["compare", str(a), str(b), "--metrics", "bleu"]) == 2
     assert "6 id(s) only in" in capsys.readouterr().err
+
+
+def test_duplicate_ids_and_untestable_metrics_are_errors():
+    records = [{"id": "s0", "reference": "No effusion.", "prediction": "No effusion."},
+               {"id": "s1", "reference": "Small effusion.", "prediction": "Clear lungs."}]
+    with pytest.raises(ValueError, match="duplicate id 's0'"):
+        align(records, records + [{"id": "s0", "reference": "No effusion.", "prediction": "garbage"}])
+    with pytest.raises(ValueError, match="no metric with per-report statistics"):
+        compare_records(records, records, metrics="radgraph")

@@ -51,9 +51,9 @@ def test_pinned_values(name):
 
 @pytest.mark.parametrize("name", PINNED)
 def test_parity_with_the_toolkit_called_directly(name):
+    # BLEU is computed by our own code from n-gram statistics (for the bootstrap); ROUGE-L and
+    # CIDEr-D are pycocoevalcap's own scorers, pinned by test_pinned_values.
     from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
 
     refs, preds = PINNED[name][:2]
     gts = {i: [r] for i, r in enumerate(refs)}
@@ -62,8 +62,6 @@ def test_parity_with_the_toolkit_called_directly(name):
     bleu, per_image = Bleu(4).compute_score(gts, res, verbose=0)
     assert [result.scores[f"bleu{k}"] for k in range(1, 5)] == bleu
     assert result.per_sample["bleu4"].tolist() == per_image[3]
-    assert result.scores["rouge_l"] == Rouge().compute_score(gts, res)[0]
-    assert result.scores["cider"] == Cider().compute_score(gts, res)[0]
 
 
 @pytest.mark.parametrize("name", PINNED)

@@ -101,8 +101,14 @@ def test_annotation_coverage_errors(tmp_path):
     prediction = tmp_path / "pred.json"
     reference.write_text(json.dumps({"a": REFERENCE, "b": SHORT_REF}))
     prediction.write_text(json.dumps({"a": PREDICTION}))
-    with pytest.raises(RadGraphError, match=r"annotate different ids, e.g. \['b'\]"):
-        load_annotation_files(reference, prediction)
+    # Files may cover extra ids; an evaluated id without both sides is named when scoring.
+    assert set(load_annotation_files(reference, prediction)) == {"a"}
+    with pytest.raises(ValueError, match=r"missing for 1 id\(s\), e.g. \['b'\]"):
+        evaluate_file(write_predictions(tmp_path), tmp_path / "m.json", metrics="radgraph",
+                      radgraph_reference=reference, radgraph_prediction=prediction)
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps({"a": PREDICTION, "b": SHORT_PRED, "z": SHORT_PRED}))
+    assert set(load_annotation_files(reference, extra)) == {"a", "b"}
     partial = {"a": (parse_annotation(REFERENCE), parse_annotation(PREDICTION))}
     with pytest.raises(ValueError, match=r"missing for 1 id\(s\), e.g. \['b'\]"):
         evaluate_records(RECORDS, metrics="radgraph", radgraph=partial)

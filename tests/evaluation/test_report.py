@@ -35,6 +35,28 @@ def test_headline_keys_and_detail():
     assert metrics["versions"]["pycocoevalcap"] == "1.2"
 
 
+def test_nlg_scores_the_cleaned_text():
+    from s2d_align.evaluation.cleaning import cleaner
+    from s2d_align.evaluation.nlg import score_nlg
+
+    records = [{"id": "x", "reference": "1. Heart size is NORMAL.  2. No effusion.", "prediction": "Heart size normal; no effusion."},
+               *RECORDS]
+    metrics = evaluate_records(records, clean="mimic_cxr", metrics="bleu,rouge_l,cider", resamples=0)
+    clean = cleaner("mimic_cxr")
+    expected = score_nlg([clean(r["reference"]) for r in records], [clean(r["prediction"]) for r in records],
+                         ("bleu", "rouge_l", "cider")).scores
+    raw = score_nlg([r["reference"] for r in records], [r["prediction"] for r in records], ("bleu", "rouge_l", "cider")).scores
+    assert {k: metrics[k] for k in expected} == expected
+    assert expected["bleu4"] != raw["bleu4"]  # the cleaning matters on these records
+
+
+def test_bad_resamples_and_output_name(tmp_path):
+    with pytest.raises(ValueError, match="resamples must be 0"):
+        evaluate_records(RECORDS, metrics="bleu", resamples=-5)
+    with pytest.raises(ValueError, match="the metrics file is JSON"):
+        evaluate_file(tmp_path / "never-read.jsonl", tmp_path / "m.md")
+
+
 def test_radgraph_without_annotations_is_reported_not_run():
     metrics = evaluate_records(RECORDS, metrics="bleu,radgraph", resamples=0)
     assert "rg_e" not in metrics

@@ -50,9 +50,29 @@ def mean_of(values: np.ndarray) -> SampleStatistic:
     return SampleStatistic(np.asarray(values, dtype=float).reshape(-1, 1), lambda sums, n: sums[..., 0] / n)
 
 
+def _chunk(n: int) -> int:
+    """Resamples per matrix product: at most about four million weights at a time."""
+    return max(1, min(256, 4_000_000 // max(n, 1)))
+
+
+def _tail(level: float) -> float:
+    """Percent in each tail of a two-sided ``level`` interval."""
+    if not 0 < level < 1:
+        raise ValueError(f"confidence level must be between 0 and 1, got {level}")
+    return (1 - level) / 2 * 100
+
+
+def _shared(a: dict[str, SampleStatistic], b: dict[str, SampleStatistic], resamples: int) -> tuple[list[str], int]:
+    """The metrics both systems have, and the number of reports they cover."""
+    names = [name for name in a if name in b]
+    if not names:
+        raise ValueError("no metric with per-report statistics to test (METEOR has none; RadGraph needs annotations)")
+    return names, _check({**{f"a:{k}": a[k] for k in names}, **{f"b:{k}": b[k] for k in names}}, resamples)
+
+
 def _weights(n: int, resamples: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
     """Chunks of (b, n) bootstrap multiplicities (each row sums to n)."""
-    chunk = max(1, min(256, 4_000_000 // max(n, 1)))
+    chunk = _chunk(n)
     for start in range(0, resamples, chunk):
         b = min(chunk, resamples - start)
         index = rng.integers(0, n, size=(b, n)) + (np.arange(b) * n)[:, None]
@@ -82,9 +102,7 @@ def replicates(statistics: dict[str, SampleStatistic], resamples: int, seed: int
 def intervals(statistics: dict[str, SampleStatistic], resamples: int = 1000, seed: int = 0,
               level: float = 0.95) -> dict[str, list[float]]:
     """Percentile bootstrap interval ``[low, high]`` for each metric."""
-    if not 0 < level < 1:
-        raise ValueError(f"confidence level must be between 0 and 1, got {level}")
-    tail = (1 - level) / 2 * 100
+    tail = _tail(level)
     return {
         name: [float(v) for v in np.percentile(values, [tail, 100 - tail])]
         for name, values in replicates(statistics, resamples, seed).items()
@@ -94,11 +112,10 @@ def intervals(statistics: dict[str, SampleStatistic], resamples: int = 1000, see
 def paired_bootstrap(a: dict[str, SampleStatistic], b: dict[str, SampleStatistic], resamples: int = 1000,
                      seed: int = 0, level: float = 0.95) -> dict[str, dict[str, float]]:
     """Difference B - A per metric, its percentile interval and a two-sided p-value."""
-    names = [name for name in a if name in b]
-    _check({**{f"a:{k}": a[k] for k in names}, **{f"b:{k}": b[k] for k in names}}, resamples)
+    tail = _tail(level)
+    names, _ = _shared(a, b, resamples)
     star_a = replicates({k: a[k] for k in names}, resamples, seed)
     star_b = replicates({k: b[k] for k in names}, resamples, seed)
-    tail = (1 - level) / 2 * 100
     out = {}
     for name in names:
         delta = b[name].full() - a[name].full()
@@ -112,12 +129,11 @@ def paired_bootstrap(a: dict[str, SampleStatistic], b: dict[str, SampleStatistic
 def permutation_test(a: dict[str, SampleStatistic], b: dict[str, SampleStatistic], rounds: int = 1000,
                      seed: int = 0) -> dict[str, dict[str, float]]:
     """Approximate randomisation: swap each report's two outputs with probability 1/2."""
-    names = [name for name in a if name in b]
-    n = _check({**{f"a:{k}": a[k] for k in names}, **{f"b:{k}": b[k] for k in names}}, rounds)
+    names, n = _shared(a, b, rounds)
     rng = np.random.Generator(np.random.PCG64(seed))
     extreme = dict.fromkeys(names, 0)
     observed = {name: b[name].full() - a[name].full() for name in names}
-    chunk = max(1, min(256, 4_000_000 // max(n, 1)))
+    chunk = _chunk(n)
     for start in range(0, rounds, chunk):
         swaps = rng.integers(0, 2, size=(min(chunk, rounds - start), n)).astype(float)
         for name in names:

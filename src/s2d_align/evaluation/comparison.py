@@ -19,7 +19,7 @@ from s2d_align.evaluation import bootstrap
 from s2d_align.evaluation.predictions import PREDICTION_KEYS, read_jsonl
 from s2d_align.evaluation.radgraph_f1 import load_paired_annotations
 from s2d_align.evaluation.labelers import resolve_labeler
-from s2d_align.evaluation.report import HEADLINE, score_records
+from s2d_align.evaluation.report import HEADLINE, check_records, score_records
 
 TESTS = ("bootstrap", "permutation")
 DEFAULT_METRICS = "bleu,rouge_l,cider,ce,radgraph"
@@ -28,6 +28,8 @@ DEFAULT_METRICS = "bleu,rouge_l,cider,ce,radgraph"
 def align(records_a: list[dict[str, str]], records_b: list[dict[str, str]], name_a: str = "A",
           name_b: str = "B") -> list[dict[str, str]]:
     """``records_b`` in ``records_a``'s order; a ValueError lists ids or references that differ."""
+    check_records(records_a)
+    check_records(records_b)
     ids_a = {r["id"] for r in records_a}
     by_id_b = {r["id"]: r for r in records_b}
     only_a = sorted(ids_a - set(by_id_b))

@@ -107,7 +107,10 @@ def load_paired_annotations(path: Path) -> dict[str, tuple[Annotation, Annotatio
 
 
 def load_annotation_files(reference: Path, prediction: Path) -> dict[str, tuple[Annotation, Annotation]]:
-    """Two RadGraph JSON files keyed by report id, one annotating references, one predictions."""
+    """Two RadGraph JSON files keyed by report id, one annotating references, one predictions.
+
+    The files may cover more ids than are evaluated (a reference file for a whole test set, say).
+    """
     sides = []
     for path in (reference, prediction):
         data = _read_json(path)
@@ -121,7 +124,5 @@ def load_annotation_files(reference: Path, prediction: Path) -> dict[str, tuple[
                 raise RadGraphError(f"{path}: id {record_id!r}: {err}") from None
         sides.append(parsed)
     ref, pred = sides
-    only_one = sorted(set(ref) ^ set(pred))
-    if only_one:
-        raise RadGraphError(f"{reference} and {prediction} annotate different ids, e.g. {only_one[:10]}")
-    return {record_id: (ref[record_id], pred[record_id]) for record_id in ref}
+    # Ids annotated on one side only are left out here; scoring then names any evaluated id that lacks a pair.
+    return {record_id: (ref[record_id], pred[record_id]) for record_id in ref if record_id in pred}

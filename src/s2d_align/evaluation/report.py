@@ -44,8 +44,8 @@ METRICS = ("bleu", "rouge_l", "cider", "meteor", "ce", "radgraph")
 HEADLINE = (*BLEU_KEYS, "meteor", "rouge_l", "cider", "ce_precision", "ce_recall", "ce_f1", *RG_KEYS)
 
 _NO_RADGRAPH = (
-    "no RadGraph annotations were given (--radgraph-annotations, or --radgraph-reference with "
-    "--radgraph-prediction); no RadGraph model runs here, so RadGraph F1 is not computed"
+    "no RadGraph annotations were given (see the command's --radgraph-* options); "
+    "no RadGraph model runs here, so RadGraph F1 is not computed"
 )
 _NO_METEOR_INTERVAL = (
     "the METEOR jar aggregates corpus statistics it does not return per report, so no bootstrap interval"
@@ -103,7 +103,9 @@ def score_records(
 ) -> Evaluation:
     """Score ``records`` (``{"id", "reference", "prediction"}``); see :func:`evaluate_records`."""
     records = list(records)
-    _check_records(records)
+    check_records(records)
+    if resamples < 0:
+        raise ValueError(f"resamples must be 0 (no intervals) or more, got {resamples}")
     wanted = parse_metrics(metrics)
     clean_text = cleaner(clean)
     ids = [r["id"] for r in records]
@@ -166,6 +168,7 @@ def evaluate_file(predictions: Path, output: Path, clean: str = "none", metrics:
                   **options: Any) -> dict[str, Any]:
     """Score a predictions JSONL file; write metrics JSON, the Markdown table and the per-sample CSV beside it."""
     predictions, output = Path(predictions), Path(output)
+    output_paths(output)  # a bad output name fails before the scoring, not after
     records = read_jsonl(predictions, PREDICTION_KEYS)
     if radgraph_annotations is not None and (radgraph_reference or radgraph_prediction):
         raise ValueError("give either --radgraph-annotations or --radgraph-reference/--radgraph-prediction, not both")
@@ -184,6 +187,8 @@ def evaluate_file(predictions: Path, output: Path, clean: str = "none", metrics:
 def output_paths(output: Path) -> dict[str, Path]:
     """Where ``evaluate`` writes: the JSON itself, ``<stem>.md`` and ``<stem>.samples.csv`` beside it."""
     output = Path(output)
+    if output.suffix.lower() == ".md":
+        raise ValueError(f"{output}: the metrics file is JSON; the Markdown table is written beside it as <stem>.md")
     return {
         "json": output,
         "markdown": output.with_name(output.stem + ".md"),
@@ -272,7 +277,7 @@ def markdown_report(metrics: dict[str, Any], name: str = "model") -> str:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _check_records(records: list[dict[str, str]]) -> None:
+def check_records(records: list[dict[str, str]]) -> None:
     """Records built in code get the checks ``read_jsonl`` gives files (duplicates, empty references)."""
     if not records:
         raise ValueError("nothing to evaluate: no records")
