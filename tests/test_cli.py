@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -16,15 +17,14 @@ def run(*args, check=True):
     return result
 
 
+SMALL = ("demo.llm_pretrain_steps=5", "train.stages.s1.epochs=1", "train.stages.s2.epochs=1",
+         "train.stages.s3.epochs=1", "generate.num_beams=1", "generate.max_new_tokens=12")
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    result = run(
-        "demo", "--out", str(out), "--studies", "40",
-        "demo.llm_pretrain_steps=5",
-        "train.stages.s1.epochs=1", "train.stages.s2.epochs=1", "train.stages.s3.epochs=1",
-        "generate.num_beams=1", "generate.max_new_tokens=12",
-    )
+    result = run("demo", "--out", str(out), "--studies", "40", *SMALL)
     return out, result
 
 
@@ -71,3 +71,17 @@ def test_errors_name_the_problem(tmp_path):
     assert result.returncode == 2 and "unknown key train.'batch_sise'" in result.stderr
     result = run("generate", "--checkpoint", str(tmp_path), "--manifest", "m.jsonl", "--output", "p.jsonl", check=False)
     assert result.returncode == 2 and "not a finished checkpoint" in result.stderr
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "config.yaml").write_text("train:\n  seed: 99\n")
+    result = run("train", "--config", "demo", "--out", str(tmp_path / "taken"), check=False)
+    assert result.returncode == 2 and "holds a run with a different config" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_with_another_phantom_rebuilds_what_depends_on_it(demo_run, tmp_path):
+    out = tmp_path / "demo"
+    shutil.copytree(demo_run[0], out)
+    result = run("demo", "--out", str(out), "--studies", "36", *SMALL)
+    assert "removing what was built from it" in result.stdout
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 36
+    assert json.loads((out / "metrics.json").read_text())["demo"]["test_studies"] == len(predictions_of(out))

@@ -14,6 +14,7 @@ lists them and why they were chosen.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -423,7 +424,11 @@ def to_yaml(config: Any) -> str:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(to_yaml(config), encoding="utf-8")
+    """Write the resolved config; atomically, so that a reader never sees half a file."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(to_yaml(config), encoding="utf-8")
+    os.replace(partial, path)
 
 
 def replace(config: Any, **changes: Any) -> Any:

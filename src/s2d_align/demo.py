@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,7 +37,10 @@ def run_demo(out: Path, studies: int | None = None, config: str = "demo", overri
     manifest = out / "manifest.jsonl"
     wanted = {"studies": count, "seed": phantom.seed, "image_size": phantom.image_size}
     with _timed(timings, "prepare"):
-        if _phantom_parameters(out) != wanted:
+        previous = _phantom_parameters(out)
+        if previous != wanted:
+            if previous is not None:
+                _clear_derived(out, previous, wanted)
             print(f"[1/5] drawing the phantom dataset ({count} studies) into {out}")
             prepare_phantom(out, studies=count, seed=phantom.seed, image_size=phantom.image_size)
         else:
@@ -104,6 +108,17 @@ def run_demo(out: Path, studies: int | None = None, config: str = "demo", overri
         f"wrote {out / 'metrics.json'}"
     )
     return metrics
+
+
+def _clear_derived(out: Path, previous: dict, wanted: dict) -> None:
+    """A new phantom invalidates everything built from the old one: base models, run config, checkpoints, results."""
+    print(f"the phantom in {out} was drawn with {previous}, not {wanted}: removing what was built from it")
+    for name in ("base_models", "checkpoints", "images"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in ("config.yaml", "predictions.jsonl", "metrics.json"):
+        (out / name).unlink(missing_ok=True)
+    for path in out.glob("predictions_*.jsonl"):
+        path.unlink()
 
 
 def _phantom_parameters(out: Path) -> dict | None:

@@ -4,6 +4,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from s2d_align.data.dataset import ImageOnlyItem
 from s2d_align.data.manifest import KeyPhrase, read_manifest, write_manifest
@@ -31,8 +32,21 @@ def test_predictions_cover_the_split_with_ground_truth(tiny_world, s3_checkpoint
     assert all(set(r) == {"id", "reference", "prediction"} and isinstance(r["prediction"], str) for r in records)
 
 
-def test_removing_or_changing_auxiliary_fields_changes_no_prediction(tiny_world, s3_checkpoint, tmp_path):
+def test_removing_or_changing_auxiliary_fields_changes_no_prediction(tiny_world, s3_checkpoint, tmp_path, monkeypatch):
+    # Beyond the text, record what the LLM is given: the prefix embeddings of every generation batch.
+    from s2d_align.models.model import S2DAlign
+
+    real_prefix, prefixes = S2DAlign.prefix, []
+
+    def recording(self, batch, context):
+        embeds, mask = real_prefix(self, batch, context)
+        prefixes.append((embeds.detach().clone(), mask.clone()))
+        return embeds, mask
+
+    monkeypatch.setattr(S2DAlign, "prefix", recording)
     baseline = _predict(s3_checkpoint, tiny_world.manifest, tmp_path / "full.jsonl")
+    baseline_prefixes, prefixes[:] = list(prefixes), []
+    assert baseline_prefixes
     studies = read_manifest(tiny_world.manifest)
     stripped = [
         dataclasses.replace(s, reference_id=None, key_phrases=(), radgraph=None, labels=None) for s in studies
@@ -56,12 +70,15 @@ def test_removing_or_changing_auxiliary_fields_changes_no_prediction(tiny_world,
             if not target.exists():
                 target.symlink_to(tiny_world.root / s.images[0])
         assert _predict(s3_checkpoint, manifest, tmp_path / f"{name}.out.jsonl") == baseline
+        assert len(prefixes) == len(baseline_prefixes)
+        for (embeds, mask), (embeds_0, mask_0) in zip(prefixes, baseline_prefixes):
+            assert torch.equal(embeds, embeds_0) and torch.equal(mask, mask_0)
+        prefixes.clear()
 
 
-def test_the_image_does_change_predictions(tiny_world, s3_checkpoint, tmp_path):
-    """The counterpart of the test above: the model is not blind, so the check above could fail."""
+def test_the_image_does_change_what_the_llm_is_given(tiny_world, s3_checkpoint, tmp_path):
+    """The counterpart of the test above: the prefix depends on the image, so comparing prefixes could fail."""
     from s2d_align.training.checkpoint import load_checkpoint
-    import torch
 
     built, _, _ = load_checkpoint(s3_checkpoint)
     model = built.model.eval()

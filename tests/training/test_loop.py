@@ -82,8 +82,14 @@ def test_another_config_cannot_reuse_the_run_folder(trained, tiny_world):
         train(tiny_world.config("train.seed=7"), out)
 
 
-def test_interrupted_training_resumes_to_the_same_weights(tiny_world, tmp_path, monkeypatch):
-    config = tiny_world.config("train.stages=[{name: s1, contexts: [image], epochs: 3, lr: 0.001, patience: 5}]")
+@pytest.mark.parametrize("where", ["epoch end", "mid-epoch"])
+def test_interrupted_training_resumes_to_the_same_weights(tiny_world, tmp_path, monkeypatch, where):
+    # Dropout on, so that the random state must resume exactly too.
+    config = tiny_world.config(
+        "train.stages=[{name: s1, contexts: [image], epochs: 3, lr: 0.001, patience: 5}]",
+        "model.connector.dropout=0.2", "model.lora.dropout=0.2",
+        "train.eval_every=" + ("0" if where == "epoch end" else "3"),
+    )
     train(config, tmp_path / "straight")
 
     real = loop._evaluate_and_track
@@ -108,7 +114,8 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_world, tmp_path, 
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
     history = read_meta(tmp_path / "resumed" / "checkpoints" / "s1")["history"]
-    assert [h["step"] for h in history] == [4, 8, 12]  # 16 training studies, batches of 4
+    # 16 training studies, batches of 4; the crash came after the second evaluation
+    assert [h["step"] for h in history] == ([4, 8, 12] if where == "epoch end" else [3, 6, 9, 12])
 
 
 def test_patience_stops_a_stage(tiny_world, tmp_path):
@@ -118,6 +125,7 @@ def test_patience_stops_a_stage(tiny_world, tmp_path):
     (result,) = train(config, tmp_path / "run")
     assert result.stopped == "no improvement in 1 evaluations"
     assert result.steps == 2  # lr 0: the second evaluation cannot improve on the first
+    assert result.epochs_run == 1
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_world, tmp_path, monkeypatch):
@@ -133,11 +141,33 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_world, tm
         return (sums * float("nan"), counts) if calls["n"] == 6 else (sums, counts)
 
     monkeypatch.setattr(S2DAlign, "forward", poisoned)
-    with pytest.raises(TrainingError, match=r"stage s1 stopped at step 4: the loss is nan; the last good checkpoint \(step 4,"):
+    with pytest.raises(TrainingError, match=r"stage s1 stopped at step 4: the training loss is nan; the last good checkpoint \(step 4,"):
         train(config, tmp_path / "run")
     meta = read_meta(tmp_path / "run" / "checkpoints" / "s1")
     # Forward calls 1-4 train epoch 1, call 5 validates, call 6 (epoch 2's first batch) is poisoned.
-    assert meta["step"] == 4 and meta["complete"] and meta["stopped"] == "non-finite loss at step 4"
+    assert meta["step"] == 4 and meta["complete"] and meta["stopped"] == "non-finite training loss at step 4"
+    # As the message says, running train again on the folder goes on from the kept checkpoint.
+    monkeypatch.setattr(S2DAlign, "forward", real)
+    (result,) = train(config, tmp_path / "run")
+    assert (result.steps, result.stopped) == (4, "non-finite training loss at step 4")
+
+
+def test_non_finite_validation_loss_stops_the_stage(tiny_world, tmp_path, monkeypatch):
+    import s2d_align.training.loop as loop
+
+    config = tiny_world.config("train.stages=[{name: s1, contexts: [image], epochs: 2, lr: 0.001}]")
+    monkeypatch.setattr(loop, "validation_loss", lambda *args, **kwargs: float("nan"))
+    with pytest.raises(TrainingError, match="the validation loss is nan; no checkpoint of this stage was good yet"):
+        train(config, tmp_path / "run")
+
+
+def test_eval_every_counts_steps_and_the_stage_ends_with_an_evaluation(tiny_world, tmp_path):
+    config = tiny_world.config("train.stages=[{name: s1, contexts: [image], epochs: 2, lr: 0.001, patience: 9}]",
+                               "train.eval_every=3")
+    (result,) = train(config, tmp_path / "run")
+    # 4 optimizer steps per epoch: every 3rd step, and the last one; not at the first epoch's end.
+    assert [h["step"] for h in result.history] == [3, 6, 8]
+    assert result.epochs_run == 2
 
 
 def test_unreadable_images_are_reported_before_training(tiny_world, tmp_path):

@@ -92,16 +92,54 @@ def save_checkpoint(directory: Path, model, config: Config, meta: dict[str, Any]
 
 
 def save_resume_state(directory: Path, model, optimizer, scheduler, state: dict[str, Any]) -> None:
-    """Everything an interrupted stage needs to go on: weights, optimizer, scheduler, counters, RNG."""
+    """Everything an interrupted stage needs to go on: weights, optimizer, scheduler, counters.
+
+    ``meta.json`` is written last and marks the state complete. Each process
+    saves its own random state beside it (:func:`save_rng_state`) before.
+    """
+    last = directory / LAST_DIR
+    save_weights(last, model)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, last / STATE_FILE)
+    write_meta(last, state)
+
+
+def begin_resume_state(directory: Path) -> None:
+    """Invalidate the previous resume state before its parts are replaced."""
     last = directory / LAST_DIR
     last.mkdir(parents=True, exist_ok=True)
     (last / META_FILE).unlink(missing_ok=True)
-    save_weights(last, model)
-    torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()},
-        last / STATE_FILE,
-    )
-    write_meta(last, state)
+
+
+def save_rng_state(directory: Path, process_index: int) -> None:
+    """This process's random generators (torch CPU and CUDA, Python, NumPy), so that dropout resumes exactly."""
+    import random
+
+    import numpy as np
+
+    states = {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+    }
+    torch.save(states, directory / LAST_DIR / f"rng-{process_index}.pt")
+
+
+def load_rng_state(directory: Path, process_index: int) -> dict[str, Any] | None:
+    path = directory / LAST_DIR / f"rng-{process_index}.pt"
+    return torch.load(path, weights_only=False) if path.is_file() else None  # our own file: Python and NumPy states
+
+
+def restore_rng_state(states: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
 
 
 def load_resume_state(directory: Path, model, optimizer, scheduler) -> dict[str, Any] | None:
@@ -113,7 +151,6 @@ def load_resume_state(directory: Path, model, optimizer, scheduler) -> dict[str,
     saved = torch.load(last / STATE_FILE, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
-    torch.set_rng_state(saved["rng"])
     return state
 
 

@@ -28,8 +28,8 @@ from s2d_align.training import checkpoint as ckpt
 from s2d_align.training.curriculum import apply_stage, stage_contexts
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on; the message says what was kept and what to do."""
+class TrainingError(ValueError):
+    """Training cannot go on; the message says what was kept and what to do (the CLI prints it, no traceback)."""
 
 
 @dataclass
@@ -108,9 +108,19 @@ def train(config: Config, out: Path) -> list[StageResult]:
     return results
 
 
-def _run_stage(accelerator, config: Config, stage: StageConfig, model, datasets, collate, directory: Path) -> StageResult:
+def cosine_schedule(optimizer, warmup_steps: int, total_steps: int, num_processes: int):
+    """Cosine schedule with warm-up over ``total_steps`` optimizer steps, for ``accelerator.prepare``.
+
+    A prepared scheduler advances ``num_processes`` times per optimizer step
+    (accelerate's convention when batches are not split), so its lengths are
+    counted in those units; otherwise N GPUs would run the schedule N times over.
+    """
     from transformers import get_cosine_schedule_with_warmup
 
+    return get_cosine_schedule_with_warmup(optimizer, warmup_steps * num_processes, total_steps * num_processes)
+
+
+def _run_stage(accelerator, config: Config, stage: StageConfig, model, datasets, collate, directory: Path) -> StageResult:
     settings = config.train
     if stage.epochs < 1:
         raise TrainingError(f"stage {stage.name}: epochs must be at least 1, got {stage.epochs}")
@@ -137,23 +147,30 @@ def _run_stage(accelerator, config: Config, stage: StageConfig, model, datasets,
     )
     steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / settings.grad_accum_steps)
     total_steps = max(1, steps_per_epoch * stage.epochs)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, min(stage.warmup_steps, total_steps), total_steps)
+    scheduler = cosine_schedule(optimizer, min(stage.warmup_steps, total_steps), total_steps, accelerator.num_processes)
     wrapped, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler
     )
 
     state = {"epoch": 0, "batch": 0, "step": 0, "best_val_loss": math.inf, "bad_evals": 0, "history": []}
     resumed = ckpt.load_resume_state(directory, accelerator.unwrap_model(wrapped), optimizer, scheduler)
+    pending_rng = None  # restored where it was saved: at an epoch's start, or after this epoch's loader began
     if resumed:
         state.update({k: resumed[k] for k in state})
         accelerator.print(f"stage {stage.name}: resuming at epoch {state['epoch'] + 1}, step {state['step']}")
+        pending_rng = ckpt.load_rng_state(directory, accelerator.process_index)
+        if pending_rng is not None and state["batch"] == 0:
+            ckpt.restore_rng_state(pending_rng)
+            pending_rng = None
 
     eval_every = settings.eval_every or steps_per_epoch
     stopped = "max epochs"
     if state["bad_evals"] >= stage.patience:  # interrupted right after patience ran out
         stopped, state["epoch"] = f"no improvement in {stage.patience} evaluations", stage.epochs
     samples, train_seconds, running = 0, 0.0, []
+    epochs_run = state["epoch"]
     for epoch in range(state["epoch"], stage.epochs):
+        epochs_run = epoch + 1
         train_set.set_epoch(epoch)
         train_loader.set_epoch(epoch)
         loader = accelerator.skip_first_batches(train_loader, state["batch"]) if state["batch"] else train_loader
@@ -168,6 +185,9 @@ def _run_stage(accelerator, config: Config, stage: StageConfig, model, datasets,
         )
         wrapped.train()
         for batch in bar:
+            if pending_rng is not None:
+                ckpt.restore_rng_state(pending_rng)
+                pending_rng = None
             started = time.perf_counter()
             context = _pick_context(contexts, settings.seed, stage.name, state["step"])
             with accelerator.accumulate(wrapped):
@@ -175,7 +195,7 @@ def _run_stage(accelerator, config: Config, stage: StageConfig, model, datasets,
                 loss = loss_sum.sum() / count.sum().clamp(min=1)
                 finite = accelerator.gather(torch.isfinite(loss.detach()).reshape(1))
                 if not bool(finite.all()):
-                    _stop_on_non_finite(accelerator, config, stage, model, directory, state, loss)
+                    _stop_on_non_finite(accelerator, stage, directory, state, "training loss", loss.item())
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and settings.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(params, settings.max_grad_norm)
@@ -189,8 +209,10 @@ def _run_stage(accelerator, config: Config, stage: StageConfig, model, datasets,
             if accelerator.sync_gradients:
                 state["step"] += 1
                 bar.set_postfix(loss=f"{sum(running[-20:]) / len(running[-20:]):.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
-                if state["step"] % eval_every == 0 or state["batch"] == len(train_loader):
-                    if _evaluate_and_track(accelerator, config, stage, model, wrapped, val_loader, contexts, directory, state, running, epoch, optimizer, scheduler):
+                epoch_end = state["batch"] == len(train_loader)
+                last_step = epoch_end and epoch + 1 == stage.epochs
+                if state["step"] % eval_every == 0 or (epoch_end and not settings.eval_every) or last_step:
+                    if _evaluate_and_track(accelerator, config, stage, wrapped, val_loader, contexts, directory, state, running, epoch, epoch_end, optimizer, scheduler):
                         stopped = f"no improvement in {stage.patience} evaluations"
                         break
         bar.close()
@@ -211,12 +233,14 @@ def _run_stage(accelerator, config: Config, stage: StageConfig, model, datasets,
         f"stage {stage.name}: best val loss {state['best_val_loss']:.4f} after {state['step']} steps "
         f"({stopped}); {speed:.1f} samples/s"
     )
-    return StageResult(stage.name, state["best_val_loss"], state["epoch"], state["step"], speed, stopped, state["history"])
+    return StageResult(stage.name, state["best_val_loss"], epochs_run, state["step"], speed, stopped, state["history"])
 
 
-def _evaluate_and_track(accelerator, config, stage, model, wrapped, val_loader, contexts, directory, state, running, epoch, optimizer, scheduler) -> bool:
+def _evaluate_and_track(accelerator, config, stage, wrapped, val_loader, contexts, directory, state, running, epoch, epoch_end, optimizer, scheduler) -> bool:
     """Measure validation loss, keep the best weights, save resume state; True when patience ran out."""
     val_loss = validation_loss(accelerator, wrapped, val_loader, contexts, config.train.max_val_batches)
+    if not math.isfinite(val_loss):
+        _stop_on_non_finite(accelerator, stage, directory, state, "validation loss", val_loss)
     train_loss = sum(running) / len(running) if running else float("nan")
     running.clear()
     state["history"].append({"step": state["step"], "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss})
@@ -237,7 +261,14 @@ def _evaluate_and_track(accelerator, config, stage, model, wrapped, val_loader, 
                 "complete": False,
             }
             ckpt.save_checkpoint(directory, unwrapped, config, meta)
-        ckpt.save_resume_state(directory, unwrapped, optimizer, scheduler, {**state, "batch": state["batch"]})
+        ckpt.begin_resume_state(directory)
+    accelerator.wait_for_everyone()
+    ckpt.save_rng_state(directory, accelerator.process_index)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        # At an epoch's end the run goes on with the next epoch's first batch.
+        position = {"epoch": epoch + 1, "batch": 0} if epoch_end else {}
+        ckpt.save_resume_state(directory, unwrapped, optimizer, scheduler, {**state, **position})
     accelerator.wait_for_everyone()
     if accelerator.is_local_main_process:
         verdict = "best" if improved else f"no improvement {state['bad_evals']}/{stage.patience}"
@@ -271,25 +302,32 @@ def _pick_context(contexts: list[tuple[str, ...]], seed: int, stage: str, step: 
     return random.Random(f"{seed}:{stage}:{step}").choice(contexts)
 
 
-def _stop_on_non_finite(accelerator, config, stage, model, directory, state, loss) -> None:
+def _stop_on_non_finite(accelerator, stage, directory, state, what: str, value: float) -> None:
+    """End the stage at its last good checkpoint (marked complete) and stop the run with what to do next."""
     meta = ckpt.read_meta(directory)
     if meta is not None and accelerator.is_main_process:
-        meta.update(complete=True, stopped=f"non-finite loss at step {state['step']}", history=state["history"])
+        meta.update(complete=True, stopped=f"non-finite {what} at step {state['step']}", history=state["history"])
         ckpt.write_meta(directory, meta)
         ckpt.drop_resume_state(directory)
-    kept = (
-        f"the last good checkpoint (step {meta['step']}, val loss {meta['val_loss']:.4f}) is kept in {directory}"
-        if meta
-        else "no checkpoint of this stage was good yet; the previous stage's checkpoint is the last good one"
-    )
-    raise TrainingError(
-        f"stage {stage.name} stopped at step {state['step']}: the loss is {loss.item()}; {kept}. "
-        f"Lower the learning rate (train.stages.{stage.name}.lr) or check the data, then run train again."
-    )
+    accelerator.wait_for_everyone()
+    retrain = f"to train stage {stage.name} again with a lower learning rate (train.stages.{stage.name}.lr), use a new --out"
+    if meta:
+        advice = (
+            f"the last good checkpoint (step {meta['step']}, val loss {meta['val_loss']:.4f}) is kept in {directory} "
+            f"and the stage counts as done: running train again on this folder goes on from it; {retrain}"
+        )
+    else:
+        advice = f"no checkpoint of this stage was good yet, so the previous stage's is the last good one; {retrain}"
+    raise TrainingError(f"stage {stage.name} stopped at step {state['step']}: the {what} is {value}; {advice}.")
 
 
 def _claim_run_folder(config: Config, out: Path) -> None:
-    """A run folder belongs to one config: resuming with another would mix two experiments."""
+    """A run folder belongs to one config: resuming with another would mix two experiments.
+
+    Every process checks; only the main one writes (atomically, so the others read all of it or nothing).
+    """
+    from accelerate import PartialState
+
     out.mkdir(parents=True, exist_ok=True)
     path = out / "config.yaml"
     if path.is_file():
@@ -298,7 +336,7 @@ def _claim_run_folder(config: Config, out: Path) -> None:
             raise TrainingError(
                 f"{out} holds a run with a different config ({path}); use another --out, or the same recipe to resume"
             )
-    else:
+    elif PartialState().is_main_process:
         save_config(config, path)
 
 
