@@ -75,18 +75,20 @@ class ConnectorConfig:
     """The connector between encoders and LLM.
 
     ``sma`` is the paper's Shallow-to-Deep Memory Adapter: one memory bank of
-    ``num_memory`` queries shared by one adapter per modality; ``sma_unshared``
-    is Table 4's "w/o shared memory" ablation. The table's other connectors
-    (MLP, MLP + Q-Former, MLP + MSA) are not built yet: a recipe naming them
-    fails validation rather than at model build time.
+    ``num_memory`` queries shared by one adapter per modality. The other kinds
+    are the connector ablations of the paper's Table 4: ``sma_unshared`` (one
+    memory per adapter), ``mlp``, ``mlp_qformer`` (``num_memory`` queries per
+    modality, ``qformer_layers`` blocks) and ``mlp_msa`` (SMA without memory);
+    see :mod:`s2d_align.models.adapter`.
     """
 
-    kind: Literal["sma", "sma_unshared"] = "sma"
+    kind: Literal["sma", "sma_unshared", "mlp", "mlp_qformer", "mlp_msa"] = "sma"
     num_memory: int = 128
     memory_dim: int = 1024
     hidden_size: int = 2048
     num_heads: int = 8
     dropout: float = 0.1
+    qformer_layers: int = 2  # mlp_qformer only
 
 
 @dataclass(frozen=True)

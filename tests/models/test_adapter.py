@@ -78,3 +78,41 @@ def test_every_connector_kind_the_config_accepts_builds():
     for kind in get_args(get_type_hints(ConnectorConfig)["kind"]):
         connector = build_connector(kind, DIMS, 20, num_memory=5, memory_dim=16, hidden_size=24, num_heads=8, dropout=0.0)
         assert set(connector.parameter_groups()) == {"memory", *DIMS}
+
+
+TABLE_4 = ("mlp", "mlp_qformer", "mlp_msa")
+
+
+def _connector(kind):
+    torch.manual_seed(0)
+    return build_connector(kind, DIMS, 20, num_memory=5, memory_dim=16, hidden_size=24, num_heads=8, dropout=0.0,
+                           qformer_layers=2).eval()
+
+
+@pytest.mark.parametrize("kind, tokens_out", [("mlp", 7), ("mlp_qformer", 5), ("mlp_msa", 7)])
+def test_table_4_connectors_shapes_and_masks(kind, tokens_out):
+    connector = _connector(kind)
+    features = torch.randn(2, 7, 12)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0], [1] * 7], dtype=torch.bool)
+    tokens, out_mask = connector("image", features, mask)
+    assert tokens.shape == (2, tokens_out, 20) and out_mask.shape == (2, tokens_out)
+    # Token-wise connectors pass the padding through; the Q-Former's queries are always real.
+    assert torch.equal(out_mask, mask) if tokens_out == 7 else out_mask.all()
+    changed = features.clone()
+    changed[0, 5:] = 100.0  # garbage in study 0's padding changes none of its real tokens
+    again, _ = connector("image", changed, mask)
+    keep = out_mask[0]
+    torch.testing.assert_close(again[0][keep], tokens[0][keep])
+
+
+@pytest.mark.parametrize("kind", TABLE_4)
+def test_table_4_connectors_have_no_memory_and_one_group_per_modality(kind):
+    connector = _connector(kind)
+    groups = connector.parameter_groups()
+    assert groups["memory"] == []
+    everything = {n for n, _ in connector.named_parameters()}
+    assert set().union(*map(set, groups.values())) == everything
+    for modality in DIMS:
+        assert groups[modality] and all(n.startswith(f"adapters.{modality}.") for n in groups[modality])
+    if kind == "mlp_qformer":
+        assert "adapters.image.queries" in groups["image"]

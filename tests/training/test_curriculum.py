@@ -72,3 +72,31 @@ def test_apply_stage_freezes_everything_else_and_gradients_agree(tiny_world, tin
         model.zero_grad(set_to_none=True)
         for p in model.parameters():
             p.requires_grad_(False)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "mlp_qformer", "mlp_msa", "sma_unshared"])
+def test_every_connector_trains_only_the_adapters_of_its_contexts(tiny_world, kind):
+    import torch
+
+    from s2d_align.models.model import build_model
+    from tests.models.test_model import _batch
+
+    built = build_model(tiny_world.config(f"model.connector.kind={kind}").model)
+    model = built.model
+    stages = {s.name: s for s in load_config(None).train.stages}
+    names = {n for n, _ in model.named_parameters()}
+    lora = {n for n in names if "lora_" in n}
+
+    def adapters(*modalities):
+        return {n for n in names for m in modalities if n.startswith(f"connector.adapters.{m}.")
+                or n == f"connector.memories.{m}"}
+
+    assert trainable_names(model, stages["s1"]) == adapters("image")
+    assert trainable_names(model, stages["s2"]) == adapters("image", "reference") | lora
+    assert trainable_names(model, stages["s3"]) == adapters("image", "reference", "key_phrases") | lora
+    # And the stage-3 loss reaches every parameter that trains.
+    params = apply_stage(model, stages["s3"])
+    sums, counts = model(_batch(tiny_world, built), ("image", "reference", "key_phrases"))
+    (sums.sum() / counts.sum()).backward()
+    assert all(p.grad is not None for p in params)
+    assert torch.isfinite(sums).all()

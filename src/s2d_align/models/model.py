@@ -165,6 +165,7 @@ def build_model(config) -> Built:
         hidden_size=c.hidden_size,
         num_heads=c.num_heads,
         dropout=c.dropout,
+        qformer_layers=c.qformer_layers,
     )
     prompt = tokenizer(config.prompt.prompt, add_special_tokens=False).input_ids
     if tokenizer.bos_token_id is not None:
