@@ -158,7 +158,9 @@ def test_prepare_with_r2gen_annotation(openi, tmp_path):
     assert [p.rsplit("/", 1)[1] for p in studies["CXR1_IM-0001"].images] == ["CXR1_IM-0001-3001.png", "CXR1_IM-0001-4001.png"]
     assert [p.rsplit("/", 2)[1:] for p in studies["CXR12_IM-0012"].images] == [["CXR12_IM-0012", "0.png"], ["CXR12_IM-0012", "1.png"]]
     assert studies["CXR1_IM-0001"].findings.startswith("The heart is normal.")  # the XML wins over the annotation
+    assert studies["CXR2_IM-0652"].findings == "Mild cardiomegaly. No effusion."  # 2.xml, not its repeat 20.xml
     data = report.to_json()
+    assert data["skipped_ids"]["duplicate_id"] == ["CXR2_IM-0652@20.xml"]
     assert data["notes"]["annotation"] == {"entries": 6, "split_from_entry": 1, "split_key_renamed": 0}
     assert data["skipped_ids"]["no_usable_images"] == ["CXR999_IM-9999"]
     assert data["skipped_by_reason"]["not_in_annotation"] == 13

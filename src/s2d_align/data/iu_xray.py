@@ -258,7 +258,12 @@ def _studies_from_annotation(
     entries: list[Entry], reports: list[OpenIReport], folder: Path, images: dict[str, Path],
     views: dict[str, str], report: PrepareReport,
 ) -> list[Study]:
-    by_uid = {r.uid: r for r in reports}
+    by_uid: dict[str, OpenIReport] = {}
+    for item in reports:
+        if item.uid in by_uid:
+            report.skip(f"{item.study_id}@{Path(item.file).name}", "duplicate_id", f"{item.file} repeats report {item.uid}")
+            continue
+        by_uid[item.uid] = item
     used: set[str] = set()
     studies, seen = [], set()
     for entry in entries:
@@ -290,7 +295,7 @@ def _studies_from_annotation(
                 findings=findings, impression=item.impression if item else None,
             )
         )
-    for item in reports:
+    for item in by_uid.values():
         if item.uid not in used:
             report.skip(item.study_id, "not_in_annotation", item.file)
     return studies
