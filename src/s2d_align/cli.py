@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     iu.add_argument("--images", required=True, help="folder holding the Open-i PNGs (searched recursively)")
     iu.add_argument("--out", required=True)
     iu.add_argument("--annotation", help="R2Gen annotation.json: use its ids and split")
-    iu.add_argument("--seed", type=int, default=0, help="seed of the 70/10/20 split without --annotation")
+    iu.add_argument("--seed", type=int, default=0, help="seed of the hashed, about 70/10/20 split by patient without --annotation")
     iu.add_argument("--views-csv", help="CSV of image -> view (e.g. Kaggle's indiana_projections.csv)")
     iu.add_argument("--reference", default="retrieval", choices=["retrieval", "none"],
                     help="stage-2 reference: nearest training study by image embedding (default), or none")
