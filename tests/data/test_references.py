@@ -43,10 +43,22 @@ def test_retrieval_takes_the_nearest_training_study_never_itself():
     splits = ["train", "train", "train", "val", "test"]
     vectors = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.95, 0.05], [0, 0]], dtype=np.float32)
     vectors[:4] /= np.linalg.norm(vectors[:4], axis=1, keepdims=True)
-    assert nearest_training_references(ids, splits, vectors, chunk=2) == {
+    assert nearest_training_references(ids, splits, ids, vectors, chunk=2) == {
         "t1": "t2", "t2": "t1", "t3": "t2", "v1": "t1", "x": None,
     }
-    assert nearest_training_references(["a"], ["train"], np.ones((1, 2))) == {"a": None}
+    assert nearest_training_references(["a"], ["train"], ["p"], np.ones((1, 2))) == {"a": None}
+
+
+def test_retrieval_never_takes_a_study_of_the_same_patient():
+    ids = ["t1", "t2", "t3", "v1"]
+    splits = ["train", "train", "train", "val"]
+    vectors = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.95, 0.05]], dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    # t1 and t2 are one patient's studies, v1 is t1's patient too: each must look past its own patient
+    assert nearest_training_references(ids, splits, ["p1", "p1", "p3", "p1"], vectors, chunk=3) == {
+        "t1": "t3", "t2": "t3", "t3": "t2", "v1": "t3",
+    }
+    assert nearest_training_references(["a", "b"], ["train", "train"], ["p", "p"], np.eye(2)) == {"a": None, "b": None}
 
 
 def test_representative_image_prefers_the_frontal_view():
