@@ -53,9 +53,9 @@ def test_prepare_keeps_fixes_and_skips_with_reasons(tree, tmp_path):
         "s50000001": "train", "s50000002": "train", "s50000003": "train",
         "s50000007": "val", "s50000008": "val", "s50000009": "test",
     }
-    # prior-study references by time, not by id; none without an earlier study
+    # prior-study references by time, not by id (s50000003 is this patient's earliest study); none without one
     assert {k: s.reference_id for k, s in studies.items()} == {
-        "s50000001": None, "s50000002": "s50000001", "s50000003": "s50000002",
+        "s50000001": "s50000003", "s50000002": "s50000001", "s50000003": None,
         "s50000007": None, "s50000008": "s50000007", "s50000009": None,
     }
     s1 = studies["s50000001"]
@@ -65,6 +65,7 @@ def test_prepare_keeps_fixes_and_skips_with_reasons(tree, tmp_path):
     assert s1.subject_id == "10000001" and s1.study_id == "50000001"
     assert s1.study_time == "2180-01-01T23:59:59.999000"
     assert studies["s50000002"].study_time == "2180-03-05T07:08:08"
+    assert studies["s50000003"].study_time == "2179-12-31T12:00:00"
     assert studies["s50000003"].views == ("PA", "UNKNOWN")
     assert studies["s50000008"].views == ("PA",)  # the truncated lateral was dropped
     # no RadGraph given: rule-based phrases, recorded as such
@@ -139,12 +140,12 @@ def test_retrieval_fallback_for_studies_without_an_earlier_one(tree, tiny_world,
     studies = {s.id: s for s in read_manifest(manifest)}
     train = {"s50000001", "s50000002", "s50000003"}
     # prior studies stay; the first study of each patient retrieves a training study of another patient
-    assert {k: studies[k].reference_id for k in ("s50000002", "s50000003", "s50000008")} == {
-        "s50000002": "s50000001", "s50000003": "s50000002", "s50000008": "s50000007",
+    assert {k: studies[k].reference_id for k in ("s50000001", "s50000002", "s50000008")} == {
+        "s50000001": "s50000003", "s50000002": "s50000001", "s50000008": "s50000007",
     }
     assert studies["s50000007"].reference_id in train and studies["s50000009"].reference_id in train
-    # every training study is of s50000001's own patient: its later studies are not a reference
-    assert studies["s50000001"].reference_id is None
+    # every training study is of s50000003's own patient: its later studies are not a reference
+    assert studies["s50000003"].reference_id is None
     assert report.notes["references"] == {"prior_study": 3, "retrieval": 2, "none": 1}
 
 

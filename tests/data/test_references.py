@@ -25,9 +25,11 @@ def test_prior_study_is_the_latest_strictly_earlier_one():
         _study("s2", "p2", None),  # no time: cannot be ordered
         _study("s3", "p2", "2180-01-01T00:00:00"),
         _study("s4", "p3", "2180-01-01T00:00:00"),
+        _study("s6", "p4", "2180-02-01T10:00:00"),
+        _study("s8", "p4", "2180-02-01T09:00:00"),  # the higher id is the earlier study
     ]
     assert prior_study_references(studies) == {
-        "s9": "s7", "s1": None, "s5": "s1", "s7": "s1", "s2": None, "s3": None, "s4": None,
+        "s9": "s7", "s1": None, "s5": "s1", "s7": "s1", "s2": None, "s3": None, "s4": None, "s6": "s8", "s8": None,
     }
 
 
