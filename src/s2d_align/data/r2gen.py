@@ -202,6 +202,7 @@ def prepare_r2gen(
     check_images: str = "header",
     max_pixels: int | None = MAX_PIXELS,
     workers: int | None = None,
+    embed_batch_size: int = 16,
     embed_device: str = "cpu",
 ) -> tuple[Path, PrepareReport]:
     """Import an R2Gen ``annotation.json`` (either dataset) as a manifest, with its ids and split.
@@ -228,6 +229,6 @@ def prepare_r2gen(
     studies = attach_key_phrases(studies, {}, refiner or NoRefiner(), report, f"rules:{dataset}")
     studies = attach_references(
         studies, report, Path(out), prior=False, retrieval=reference == "retrieval", vision_model=vision_model,
-        device=embed_device,
+        batch_size=embed_batch_size, device=embed_device,
     )
     return write_outputs(studies, Path(out), report), report
