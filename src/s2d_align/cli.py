@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     mimic.add_argument("--jpg-root", required=True, help="MIMIC-CXR-JPG root (split/metadata CSVs and files/)")
     mimic.add_argument("--reports", required=True, help="folder whose files/ holds pXX/pSUBJECT/sSTUDY.txt")
     mimic.add_argument("--out", required=True)
-    mimic.add_argument("--views", default="all", choices=["all", "frontal"], help="keep all views or PA/AP only")
+    mimic.add_argument("--views", default="all", choices=["all", "frontal"], help="keep all views or the frontal ones only (PA, AP, AP AXIAL, decubitus PA/AP)")
     mimic.add_argument("--reference-fallback", default="none", choices=["none", "retrieval"],
                        help="reference of a study without an earlier one: none (default) or retrieval")
     mimic.add_argument("--require-radgraph", default="all", choices=["all", "train", "none"],

@@ -119,13 +119,17 @@ def write_csv_gz(path: Path, header: list[str], rows: list[list[str]]) -> None:
         writer.writerows(rows)
 
 
-def write_mimic_tree(root: Path) -> tuple[Path, Path]:
-    """A MIMIC-CXR-JPG root and a reports root in the real layouts; returns (jpg_root, reports_root)."""
+def write_mimic_tree(root: Path, views: dict[str, str] | None = None) -> tuple[Path, Path]:
+    """A MIMIC-CXR-JPG root and a reports root in the real layouts; returns (jpg_root, reports_root).
+
+    ``views`` replaces the ViewPosition of some images, by dicom id.
+    """
     jpg, reports = root / "mimic-cxr-jpg", root / "mimic-cxr-reports"
     jpg.mkdir(parents=True)
     split_rows, metadata_rows = [], []
     for dicom, study, subject, split, view, date, time, kind in MIMIC_IMAGES:
         split_rows.append([dicom, study, subject, split])
+        view = (views or {}).get(dicom, view)
         if view is not None:
             metadata_rows.append([dicom, subject, study, "CHEST (PA AND LAT)", view, "2544", "3056", date, time])
         folder = jpg / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}"

@@ -15,6 +15,7 @@ from s2d_align.data.leakage import LeakageError
 from s2d_align.data.manifest import read_manifest
 from s2d_align.data.mimic_cxr import prepare_mimic_cxr, radgraph_study_key, study_time
 from s2d_align.data.prepare_report import PrepareError
+from s2d_align.data.views import FRONTAL_VIEWS
 
 
 @pytest.fixture()
@@ -93,8 +94,18 @@ def test_frontal_views_only(tree, tmp_path):
     manifest, report = prepare_mimic_cxr(jpg, reports, tmp_path / "out", views="frontal")
     studies = {s.id: s for s in read_manifest(manifest)}
     assert set(studies) == set(MIMIC_EXPECTED_FINDINGS) - {"s50000009"}
-    assert all(set(s.views) <= {"PA", "AP"} for s in studies.values())
+    assert all(set(s.views) <= set(FRONTAL_VIEWS) for s in studies.values())
     assert report.skipped_by_reason()["no_frontal_image"] == 1
+
+
+def test_axial_and_decubitus_views_are_frontal(tmp_path):
+    jpg, reports = write_mimic_tree(tmp_path / "raw", views={"d1-pa": "PA LLD", "d9-lat": "AP AXIAL"})
+    manifest, _ = prepare_mimic_cxr(jpg, reports, tmp_path / "all")
+    assert {s.id: s for s in read_manifest(manifest)}["s50000001"].views == ("PA LLD", "LATERAL")  # frontal first
+    manifest, report = prepare_mimic_cxr(jpg, reports, tmp_path / "frontal", views="frontal")
+    studies = {s.id: s for s in read_manifest(manifest)}
+    assert studies["s50000001"].views == ("PA LLD",) and studies["s50000009"].views == ("AP AXIAL",)
+    assert "no_frontal_image" not in report.skipped_by_reason()
 
 
 def test_radgraph_excludes_unannotated_and_composes_phrases(tree, tmp_path):

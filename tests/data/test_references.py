@@ -67,6 +67,7 @@ def test_representative_image_prefers_the_frontal_view():
     study = _study("a", "p", None, images=("l.png", "f.png"), views=("LATERAL", "PA"))
     assert representative_image(study) == [1]
     assert representative_image(_study("b", "p", None, images=("1", "2"), views=("UNKNOWN", "UNKNOWN"))) == [0, 1]
+    assert representative_image(_study("c", "p", None, images=("l", "f"), views=("LATERAL", "AP AXIAL"))) == [1]
 
 
 def test_embedding_cache_round_trip(tmp_path):

@@ -54,12 +54,11 @@ from s2d_align.data.manifest import Study
 from s2d_align.data.prepare_report import PrepareError, PrepareReport
 from s2d_align.data.r2gen import Entry, read_annotation
 from s2d_align.data.radgraph import Annotation, RadGraphError, read_radgraph_files
+from s2d_align.data.views import view_rank
 
 RULES_SOURCE = "rules:iu_xray"
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 _SERIES = re.compile(r"^(CXR\d+_IM-\d+)")
-_FRONTAL = ("FRONTAL", "PA", "AP")
-_LATERAL = ("LATERAL", "LL", "RL", "LARGE LATERAL")
 
 
 @dataclass(frozen=True)
@@ -180,8 +179,7 @@ def read_views(path: Path) -> dict[str, str]:
 
 
 def _order_by_view(pairs: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
-    rank = {**{v: 0 for v in _FRONTAL}, **{v: 1 for v in _LATERAL}}
-    return sorted(pairs, key=lambda pair: rank.get(pair[1], 2))
+    return sorted(pairs, key=lambda pair: view_rank(pair[1]))
 
 
 # --------------------------------------------------------------------------- splits

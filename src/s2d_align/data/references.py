@@ -34,8 +34,7 @@ from tqdm.auto import tqdm
 
 from s2d_align.data.images import ImageError, load_image
 from s2d_align.data.manifest import Study
-
-FRONTAL_VIEWS = ("PA", "AP", "FRONTAL", "AP AXIAL", "PA LLD", "AP LLD", "AP RLD", "PA RLD")
+from s2d_align.data.views import is_frontal
 
 
 # --------------------------------------------------------------------------- prior study
@@ -103,7 +102,7 @@ def nearest_training_references(
 def representative_image(study: Study) -> list[int]:
     """Indices of the images that stand for a study: its first frontal view, else all of them."""
     for index, view in enumerate(study.views):
-        if view.upper() in FRONTAL_VIEWS:
+        if is_frontal(view):
             return [index]
     return list(range(len(study.images)))
 
