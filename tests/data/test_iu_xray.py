@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 from PIL import Image
-from tests.data.realdata_fixtures import write_openi
+from tests.data.realdata_fixtures import openi_xml, write_openi
 
 from s2d_align.cli import main
 from s2d_align.data.iu_xray import image_key, prepare_iu_xray, read_reports, seeded_split
@@ -45,6 +45,20 @@ def test_seeded_split_is_about_seventy_ten_twenty_reproducible_and_per_patient()
     assert split == seeded_split(list(reversed(ids)), seed=3) and split != seeded_split(ids, seed=4)
     # each patient's split depends on its id alone: dropping one moves nobody else
     assert seeded_split(ids[:50] + ids[51:], seed=3) == {i: s for i, s in split.items() if i != ids[50]}
+
+
+def test_reports_not_in_utf8_are_decoded_like_mimic(tmp_path):
+    reports = tmp_path / "xml"
+    reports.mkdir()
+    (reports / "1.xml").write_bytes(openi_xml("CXR1", "Heart size normal \u2013 stable.", None, ["CXR1_IM-0001-1001"]).encode("cp1252"))
+    # 0x81 is undefined in Windows-1252: Latin-1 as a last resort, no replacement characters
+    (reports / "2.xml").write_bytes(openi_xml("CXR2", "Lungs clear \x81 today.", None, ["CXR2_IM-0002-1001"]).encode("latin-1"))
+    report = PrepareReport("iu-xray")
+    parsed = {r.uid: r for r in read_reports(reports, report)}
+    assert parsed["CXR1"].findings == "Heart size normal \u2013 stable." and parsed["CXR1"].recoded
+    assert parsed["CXR2"].findings == "Lungs clear \x81 today." and parsed["CXR2"].recoded
+    report.keep_all([("CXR1_IM-0001", "train"), ("CXR2_IM-0002", "train")])
+    assert report.to_json()["fixed_ids"] == {"report_not_utf8": ["CXR1_IM-0001", "CXR2_IM-0002"]}
 
 
 def test_prepare_without_annotation(openi, tmp_path):

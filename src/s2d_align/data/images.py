@@ -32,7 +32,6 @@ from tqdm.auto import tqdm
 MAX_PIXELS = 50_000_000
 
 CheckLevel = Literal["none", "header", "full"]
-CHECK_LEVELS = ("none", "header", "full")
 
 
 class ImageError(ValueError):
@@ -71,11 +70,6 @@ def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> tuple[I
     except Exception as err:  # a malformed file makes Pillow raise OSError, SyntaxError, EOFError, struct.error ...
         reason = "truncated" if "truncated" in str(err).lower() else "unreadable"
         raise ImageError(f"unreadable image {path}: {err}", reason) from err
-
-
-def to_grayscale(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit grayscale; 16-bit data is rescaled, not clipped."""
-    return _grayscale(image)[0]
 
 
 def check_image(path: str | Path, level: CheckLevel = "header", max_pixels: int | None = MAX_PIXELS) -> tuple[str, ...]:

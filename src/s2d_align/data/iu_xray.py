@@ -44,6 +44,7 @@ from s2d_align.data.assembly import (
     attach_key_phrases,
     attach_radgraph,
     attach_references,
+    decode_report,
     vet_images,
     write_outputs,
 )
@@ -68,7 +69,7 @@ class OpenIReport:
     findings: str | None
     impression: str | None
     image_ids: tuple[str, ...]
-    recoded: bool = False  # the file was not UTF-8 and was decoded as Windows-1252
+    recoded: bool = False  # the file was not UTF-8 and was decoded as Windows-1252 (or Latin-1)
 
     @property
     def study_id(self) -> str:
@@ -113,11 +114,7 @@ def read_reports(source: Path, report: PrepareReport) -> list[OpenIReport]:
     for name, raw in tqdm(_xml_sources(Path(source)), desc="reading Open-i reports", unit="report"):
         files += 1
         fallback_id = "CXR" + Path(name).stem
-        try:
-            text = raw.decode("utf-8")
-            recoded = False
-        except UnicodeDecodeError:
-            text, recoded = raw.decode("cp1252", errors="replace"), True
+        text, recoded = decode_report(raw)
         text = re.sub(r"^\s*<\?xml[^>]*\?>", "", text)
         if not text.strip():
             report.skip(fallback_id, "empty_report", name)

@@ -43,6 +43,7 @@ from s2d_align.data.assembly import (
     attach_key_phrases,
     attach_radgraph,
     attach_references,
+    decode_report,
     threaded,
     vet_images,
     write_outputs,
@@ -187,15 +188,8 @@ def collect_studies(
 
 
 def read_report(path: Path) -> tuple[str, bool]:
-    """A report's text and whether it was not UTF-8 (then decoded as Windows-1252, or Latin-1 as a last resort)."""
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8"), False
-    except UnicodeDecodeError:
-        try:
-            return raw.decode("cp1252"), True
-        except UnicodeDecodeError:
-            return raw.decode("latin-1"), True
+    """A report's text and whether it was not UTF-8 (see :func:`decode_report`)."""
+    return decode_report(path.read_bytes())
 
 
 @dataclasses.dataclass
