@@ -8,7 +8,7 @@ The tree has the real layout (split and metadata tables as ``.csv.gz``,
 ``files/pXX/pSUBJECT/sSTUDY/<dicom>.jpg``, ``files/pXX/pSUBJECT/sSTUDY.txt``)
 with generated reports (MIMIC-style headers, addenda, studies without
 FINDINGS), tiny JPEGs, and a generated RadGraph file covering 90 % of the
-studies. Nothing in it comes from MIMIC-CXR. The figure is studies per second
+studies with FINDINGS (about 77 % of all studies). Nothing in it comes from MIMIC-CXR. The figure is studies per second
 of the whole ``prepare_mimic_cxr`` call (tables, reports, image checks at the
 default ``header`` level, key phrases with the ``none`` refiner, prior-study
 references, the leakage guards, writing the manifest), once without and once

@@ -108,7 +108,8 @@ def cmd_prepare_r2gen(args: argparse.Namespace) -> int:
     manifest, report = prepare_r2gen(
         annotation=Path(args.annotation), images=Path(args.images), out=Path(args.out), dataset=args.dataset,
         reference=args.reference, vision_model=args.vision_model, check_images=args.check_images,
-        max_pixels=args.max_pixels, workers=args.workers, embed_device=args.embed_device,
+        max_pixels=args.max_pixels, workers=args.workers, embed_batch_size=args.embed_batch_size,
+        embed_device=args.embed_device,
     )
     return _finish(manifest, report)
 
@@ -265,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     iu.add_argument("--images", required=True, help="folder holding the Open-i PNGs (searched recursively)")
     iu.add_argument("--out", required=True)
     iu.add_argument("--annotation", help="R2Gen annotation.json: use its ids and split")
-    iu.add_argument("--seed", type=int, default=0, help="seed of the 70/10/20 split without --annotation")
+    iu.add_argument("--seed", type=int, default=0, help="seed of the hashed, about 70/10/20 split by patient without --annotation")
     iu.add_argument("--views-csv", help="CSV of image -> view (e.g. Kaggle's indiana_projections.csv)")
     iu.add_argument("--reference", default="retrieval", choices=["retrieval", "none"],
                     help="stage-2 reference: nearest training study by image embedding (default), or none")
@@ -276,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     mimic.add_argument("--jpg-root", required=True, help="MIMIC-CXR-JPG root (split/metadata CSVs and files/)")
     mimic.add_argument("--reports", required=True, help="folder whose files/ holds pXX/pSUBJECT/sSTUDY.txt")
     mimic.add_argument("--out", required=True)
-    mimic.add_argument("--views", default="all", choices=["all", "frontal"], help="keep all views or PA/AP only")
+    mimic.add_argument("--views", default="all", choices=["all", "frontal"], help="keep all views or the frontal ones only (PA, AP, AP AXIAL, decubitus PA/AP)")
     mimic.add_argument("--reference-fallback", default="none", choices=["none", "retrieval"],
                        help="reference of a study without an earlier one: none (default) or retrieval")
     mimic.add_argument("--require-radgraph", default="all", choices=["all", "train", "none"],
@@ -287,17 +288,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_prepare_options(mimic, check_default="header")
     mimic.set_defaults(func=cmd_prepare_mimic_cxr)
 
+    from s2d_align.data.images import MAX_PIXELS
+
     r2gen = prepare.add_parser("r2gen", help="import an R2Gen annotation.json (IU X-Ray or MIMIC-CXR)")
-    r2gen.add_argument("--annotation", required=True)
+    r2gen.add_argument("--annotation", required=True, help="R2Gen's annotation.json: its ids, split and reports")
     r2gen.add_argument("--images", required=True, help="the folder R2Gen's image_path entries are relative to")
     r2gen.add_argument("--out", required=True)
-    r2gen.add_argument("--dataset", default="auto", choices=["auto", "iu_xray", "mimic_cxr"])
-    r2gen.add_argument("--reference", default="none", choices=["none", "retrieval"])
-    r2gen.add_argument("--vision-model", default="microsoft/rad-dino")
-    r2gen.add_argument("--embed-device", default="cpu")
-    r2gen.add_argument("--check-images", default="header", choices=["none", "header", "full"])
-    r2gen.add_argument("--max-pixels", type=int, default=50_000_000)
-    r2gen.add_argument("--workers", type=int, default=None)
+    r2gen.add_argument("--dataset", default="auto", choices=["auto", "iu_xray", "mimic_cxr"],
+                       help="which dataset the file describes (default: mimic_cxr if entries have study_id)")
+    r2gen.add_argument("--reference", default="none", choices=["none", "retrieval"],
+                       help="stage-2 reference: none (default) or the nearest training study by image embedding")
+    r2gen.add_argument("--vision-model", default="microsoft/rad-dino",
+                       help="frozen image encoder for retrieval (hub id or local folder)")
+    r2gen.add_argument("--embed-batch-size", type=int, default=16, help="images per embedding batch for retrieval")
+    r2gen.add_argument("--embed-device", default="cpu", help="torch device for retrieval embeddings (e.g. cuda)")
+    r2gen.add_argument("--check-images", default="header", choices=["none", "header", "full"],
+                       help="how hard to vet each image (default: header)")
+    r2gen.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                       help=f"refuse images larger than this (default: {MAX_PIXELS:,})")
+    r2gen.add_argument("--workers", type=int, default=None,
+                       help="threads for reading files (default: min(32, 4 x cores))")
     r2gen.set_defaults(func=cmd_prepare_r2gen)
 
     export = commands.add_parser("export", help="write a manifest in another format").add_subparsers(
@@ -379,16 +389,20 @@ def _add_scoring_flags(parser: argparse.ArgumentParser, default_metrics: str | N
 
 
 def _add_common_prepare_options(parser: argparse.ArgumentParser, check_default: str) -> None:
-    """Options every real-data builder shares: RadGraph and key phrases, retrieval, image checks."""
+    """Options of the IU X-Ray and MIMIC-CXR builders: RadGraph and key phrases, retrieval, image checks."""
+    from s2d_align.data.images import MAX_PIXELS
+
     parser.add_argument("--radgraph", nargs="*", default=[], metavar="F.json", help="RadGraph JSON file(s)")
     parser.add_argument("--vision-model", default="microsoft/rad-dino",
                         help="frozen image encoder for retrieval (hub id or local folder)")
-    parser.add_argument("--embed-batch-size", type=int, default=16)
+    parser.add_argument("--embed-batch-size", type=int, default=16, help="images per embedding batch for retrieval")
     parser.add_argument("--embed-device", default="cpu", help="torch device for retrieval embeddings (e.g. cuda)")
     parser.add_argument("--check-images", default=check_default, choices=["none", "header", "full"],
                         help=f"how hard to vet each image (default: {check_default})")
-    parser.add_argument("--max-pixels", type=int, default=50_000_000, help="refuse images larger than this")
-    parser.add_argument("--workers", type=int, default=None, help="threads for reading files (default: 4 x cores)")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                        help=f"refuse images larger than this (default: {MAX_PIXELS:,})")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="threads for reading files (default: min(32, 4 x cores))")
     group = parser.add_argument_group("key-phrase refinement (paper, appendix A)")
     group.add_argument("--refiner", default="none", choices=["none", "hf", "openai"])
     group.add_argument("--refiner-model", help="hf: local folder or hub id; openai: the served model name")

@@ -76,7 +76,7 @@ MIMIC_IMAGES = [
     ("d1-lat", "50000001", "10000001", "train", "LATERAL", "21800101", "235959.999", "ok"),
     ("d1-pa", "50000001", "10000001", "train", "PA", "21800101", "235959.999", "ok"),
     ("d2-ap", "50000002", "10000001", "train", "AP", "21800305", "70808.0", "ok"),
-    ("d3-pa", "50000003", "10000001", "train", "PA", "21810101", "120000", "ok"),
+    ("d3-pa", "50000003", "10000001", "train", "PA", "21791231", "120000", "ok"),  # highest id, earliest study
     ("d3-x", "50000003", "10000001", "train", None, "", "", "ok"),
     ("d4-pa", "50000004", "10000002", "train", "PA", "21800101", "120000", "ok"),
     ("d5-pa", "50000005", "10000002", "train", "PA", "21800201", "120000", "ok"),
@@ -119,13 +119,17 @@ def write_csv_gz(path: Path, header: list[str], rows: list[list[str]]) -> None:
         writer.writerows(rows)
 
 
-def write_mimic_tree(root: Path) -> tuple[Path, Path]:
-    """A MIMIC-CXR-JPG root and a reports root in the real layouts; returns (jpg_root, reports_root)."""
+def write_mimic_tree(root: Path, views: dict[str, str] | None = None) -> tuple[Path, Path]:
+    """A MIMIC-CXR-JPG root and a reports root in the real layouts; returns (jpg_root, reports_root).
+
+    ``views`` replaces the ViewPosition of some images, by dicom id.
+    """
     jpg, reports = root / "mimic-cxr-jpg", root / "mimic-cxr-reports"
     jpg.mkdir(parents=True)
     split_rows, metadata_rows = [], []
     for dicom, study, subject, split, view, date, time, kind in MIMIC_IMAGES:
         split_rows.append([dicom, study, subject, split])
+        view = (views or {}).get(dicom, view)
         if view is not None:
             metadata_rows.append([dicom, subject, study, "CHEST (PA AND LAT)", view, "2544", "3056", date, time])
         folder = jpg / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}"

@@ -17,6 +17,15 @@ from s2d_align.data.findings_rules import extract_positive_findings
         ("Degenerative changes of the thoracic spine. Changes are stable.", ["degenerative changes in thoracic spine"]),
         ("The lungs are hyperexpanded. The thoracic aorta is mildly tortuous.", ["hyperinflated lungs", "mildly tortuous aorta"]),
         ("No focal consolidation, but there is a large hiatal hernia.", ["large hiatal hernia"]),
+        # negation after the finding, in its clause
+        ("Pleural effusion is not seen.", []),
+        ("Pneumothorax is not present.", []),
+        ("The previously seen left pleural effusion has resolved.", []),
+        ("Focal consolidation is absent.", []),
+        ("Pneumothorax is no longer seen. Pneumonia has been ruled out.", []),
+        ("Small left pleural effusion is present.", ["small left pleural effusion"]),
+        ("Small left pleural effusion is present; pneumothorax is not seen.", ["small left pleural effusion"]),
+        ("Pneumothorax is not seen, but a small right pleural effusion is present.", ["small right pleural effusion"]),
     ],
 )
 def test_positive_findings_with_location(findings, phrases):

@@ -85,6 +85,19 @@ def test_truncated_files(tmp_path):
             assert err.value.reason == "truncated", (path, level, str(err.value))
 
 
+def test_jpeg_with_bytes_after_its_end_marker_passes_the_header_check(tmp_path):
+    buffer = io.BytesIO()
+    Image.effect_noise((128, 128), 64).save(buffer, format="JPEG")
+    padded = tmp_path / "padded.jpg"
+    padded.write_bytes(buffer.getvalue() + b"\0" * 10 + b"EXTRA")
+    assert check_image(padded, "header") == () and check_image(padded, "full") == ()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(buffer.getvalue()[:-2] + b"\0" * 10 + b"EXTRA")  # no end marker at all
+    with pytest.raises(ImageError) as err:
+        check_image(cut, "header")
+    assert err.value.reason == "truncated"
+
+
 def test_missing_garbage_and_bombs(tmp_path):
     with pytest.raises(ImageError, match="missing file") as err:
         load_image(tmp_path / "nope.png")

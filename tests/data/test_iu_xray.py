@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 from PIL import Image
-from tests.data.realdata_fixtures import write_openi
+from tests.data.realdata_fixtures import openi_xml, write_openi
 
 from s2d_align.cli import main
 from s2d_align.data.iu_xray import image_key, prepare_iu_xray, read_reports, seeded_split
@@ -37,11 +37,28 @@ def test_image_keys_match_both_namings():
     assert image_key("CXR1000_IM-0003-1001") == "1000_IM-0003-1001"
 
 
-def test_seeded_split_is_seventy_ten_twenty_and_reproducible():
-    ids = [f"s{i}" for i in range(100)]
+def test_seeded_split_is_about_seventy_ten_twenty_reproducible_and_per_patient():
+    ids = [f"CXR{i}" for i in range(10_000)]
     split = seeded_split(ids, seed=3)
-    assert sorted(split.values()).count("train") == 70 and list(split.values()).count("val") == 10
+    shares = [list(split.values()).count(name) / len(ids) for name in ("train", "val", "test")]
+    assert shares == pytest.approx([0.7, 0.1, 0.2], abs=0.015)
     assert split == seeded_split(list(reversed(ids)), seed=3) and split != seeded_split(ids, seed=4)
+    # each patient's split depends on its id alone: dropping one moves nobody else
+    assert seeded_split(ids[:50] + ids[51:], seed=3) == {i: s for i, s in split.items() if i != ids[50]}
+
+
+def test_reports_not_in_utf8_are_decoded_like_mimic(tmp_path):
+    reports = tmp_path / "xml"
+    reports.mkdir()
+    (reports / "1.xml").write_bytes(openi_xml("CXR1", "Heart size normal \u2013 stable.", None, ["CXR1_IM-0001-1001"]).encode("cp1252"))
+    # 0x81 is undefined in Windows-1252: Latin-1 as a last resort, no replacement characters
+    (reports / "2.xml").write_bytes(openi_xml("CXR2", "Lungs clear \x81 today.", None, ["CXR2_IM-0002-1001"]).encode("latin-1"))
+    report = PrepareReport("iu-xray")
+    parsed = {r.uid: r for r in read_reports(reports, report)}
+    assert parsed["CXR1"].findings == "Heart size normal \u2013 stable." and parsed["CXR1"].recoded
+    assert parsed["CXR2"].findings == "Lungs clear \x81 today." and parsed["CXR2"].recoded
+    report.keep_all([("CXR1_IM-0001", "train"), ("CXR2_IM-0002", "train")])
+    assert report.to_json()["fixed_ids"] == {"report_not_utf8": ["CXR1_IM-0001", "CXR2_IM-0002"]}
 
 
 def test_prepare_without_annotation(openi, tmp_path):
@@ -50,7 +67,7 @@ def test_prepare_without_annotation(openi, tmp_path):
     manifest, _ = prepare_iu_xray(reports, images, out, reference="none", seed=1)
     studies = {s.id: s for s in read_manifest(manifest)}
     assert set(studies) == KEPT
-    assert sorted(s.split for s in studies.values()) == ["test"] * 3 + ["train"] * 10 + ["val"] * 2
+    assert sorted(s.split for s in studies.values()) == ["test"] * 4 + ["train"] * 10 + ["val"] * 1
     one = studies["CXR1_IM-0001"]
     assert one.subject_id == "CXR1" and one.study_id == "CXR1_IM-0001"
     assert one.findings == "The heart is normal. Calcified granuloma in the right upper lobe."
@@ -70,6 +87,15 @@ def test_prepare_without_annotation(openi, tmp_path):
         "image_dropped:missing_file": ["CXR7_IM-2263"], "report_not_utf8": ["CXR5_IM-2117"],
     }
     assert report["kept"] == 15 and report["skipped"] == 5
+
+
+def test_removing_a_study_leaves_every_other_split_unchanged(openi, tmp_path):
+    reports, images = openi
+    before, _ = prepare_iu_xray(reports, images, tmp_path / "before", reference="none", seed=1)
+    (reports / "13.xml").unlink()
+    after, _ = prepare_iu_xray(reports, images, tmp_path / "after", reference="none", seed=1)
+    old = {s.id: s.split for s in read_manifest(before)}
+    assert {s.id: s.split for s in read_manifest(after)} == {k: v for k, v in old.items() if k != "CXR13_IM-0013"}
 
 
 def test_radgraph_phrases_where_given_rules_elsewhere(openi, tmp_path):
@@ -158,7 +184,9 @@ def test_prepare_with_r2gen_annotation(openi, tmp_path):
     assert [p.rsplit("/", 1)[1] for p in studies["CXR1_IM-0001"].images] == ["CXR1_IM-0001-3001.png", "CXR1_IM-0001-4001.png"]
     assert [p.rsplit("/", 2)[1:] for p in studies["CXR12_IM-0012"].images] == [["CXR12_IM-0012", "0.png"], ["CXR12_IM-0012", "1.png"]]
     assert studies["CXR1_IM-0001"].findings.startswith("The heart is normal.")  # the XML wins over the annotation
+    assert studies["CXR2_IM-0652"].findings == "Mild cardiomegaly. No effusion."  # 2.xml, not its repeat 20.xml
     data = report.to_json()
+    assert data["skipped_ids"]["duplicate_id"] == ["CXR2_IM-0652@20.xml"]
     assert data["notes"]["annotation"] == {"entries": 6, "split_from_entry": 1, "split_key_renamed": 0}
     assert data["skipped_ids"]["no_usable_images"] == ["CXR999_IM-9999"]
     assert data["skipped_by_reason"]["not_in_annotation"] == 13
@@ -199,7 +227,7 @@ def test_cli_reads_the_tgz_and_retrieves(openi, tmp_path, tiny_vision, capsys):
         "--vision-model", str(tiny_vision), "--seed", "1",
     ])
     assert code == 0
-    assert "iu-xray: kept 15 (test 3, train 10, val 2), skipped 5" in capsys.readouterr().out
+    assert "iu-xray: kept 15 (test 4, train 10, val 1), skipped 5" in capsys.readouterr().out
     assert all(s.reference_id for s in read_manifest(out / "manifest.jsonl"))
 
 
@@ -251,6 +279,6 @@ def test_real_openi_reports(real_reports, tmp_path):
     result = built.to_json()
     print(json.dumps({k: result[k] for k in ("kept", "kept_by_split", "skipped_by_reason", "fixed_by_reason")}))
     assert result["kept"] == len(studies) == 3337
-    assert result["kept_by_split"] == {"test": 667, "train": 2336, "val": 334}
+    assert result["kept_by_split"] == {"test": 685, "train": 2340, "val": 312}
     assert result["skipped_by_reason"] == {"no_findings": 514, "no_images": 104}
     assert len({s.subject_id for s in studies}) == 3337  # one study per report, hence per patient

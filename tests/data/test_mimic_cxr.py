@@ -15,6 +15,7 @@ from s2d_align.data.leakage import LeakageError
 from s2d_align.data.manifest import read_manifest
 from s2d_align.data.mimic_cxr import prepare_mimic_cxr, radgraph_study_key, study_time
 from s2d_align.data.prepare_report import PrepareError
+from s2d_align.data.views import FRONTAL_VIEWS
 
 
 @pytest.fixture()
@@ -53,9 +54,9 @@ def test_prepare_keeps_fixes_and_skips_with_reasons(tree, tmp_path):
         "s50000001": "train", "s50000002": "train", "s50000003": "train",
         "s50000007": "val", "s50000008": "val", "s50000009": "test",
     }
-    # prior-study references by time, not by id; none without an earlier study
+    # prior-study references by time, not by id (s50000003 is this patient's earliest study); none without one
     assert {k: s.reference_id for k, s in studies.items()} == {
-        "s50000001": None, "s50000002": "s50000001", "s50000003": "s50000002",
+        "s50000001": "s50000003", "s50000002": "s50000001", "s50000003": None,
         "s50000007": None, "s50000008": "s50000007", "s50000009": None,
     }
     s1 = studies["s50000001"]
@@ -65,6 +66,7 @@ def test_prepare_keeps_fixes_and_skips_with_reasons(tree, tmp_path):
     assert s1.subject_id == "10000001" and s1.study_id == "50000001"
     assert s1.study_time == "2180-01-01T23:59:59.999000"
     assert studies["s50000002"].study_time == "2180-03-05T07:08:08"
+    assert studies["s50000003"].study_time == "2179-12-31T12:00:00"
     assert studies["s50000003"].views == ("PA", "UNKNOWN")
     assert studies["s50000008"].views == ("PA",)  # the truncated lateral was dropped
     # no RadGraph given: rule-based phrases, recorded as such
@@ -92,8 +94,18 @@ def test_frontal_views_only(tree, tmp_path):
     manifest, report = prepare_mimic_cxr(jpg, reports, tmp_path / "out", views="frontal")
     studies = {s.id: s for s in read_manifest(manifest)}
     assert set(studies) == set(MIMIC_EXPECTED_FINDINGS) - {"s50000009"}
-    assert all(set(s.views) <= {"PA", "AP"} for s in studies.values())
+    assert all(set(s.views) <= set(FRONTAL_VIEWS) for s in studies.values())
     assert report.skipped_by_reason()["no_frontal_image"] == 1
+
+
+def test_axial_and_decubitus_views_are_frontal(tmp_path):
+    jpg, reports = write_mimic_tree(tmp_path / "raw", views={"d1-pa": "PA LLD", "d9-lat": "AP AXIAL"})
+    manifest, _ = prepare_mimic_cxr(jpg, reports, tmp_path / "all")
+    assert {s.id: s for s in read_manifest(manifest)}["s50000001"].views == ("PA LLD", "LATERAL")  # frontal first
+    manifest, report = prepare_mimic_cxr(jpg, reports, tmp_path / "frontal", views="frontal")
+    studies = {s.id: s for s in read_manifest(manifest)}
+    assert studies["s50000001"].views == ("PA LLD",) and studies["s50000009"].views == ("AP AXIAL",)
+    assert "no_frontal_image" not in report.skipped_by_reason()
 
 
 def test_radgraph_excludes_unannotated_and_composes_phrases(tree, tmp_path):
@@ -138,13 +150,14 @@ def test_retrieval_fallback_for_studies_without_an_earlier_one(tree, tiny_world,
     )
     studies = {s.id: s for s in read_manifest(manifest)}
     train = {"s50000001", "s50000002", "s50000003"}
-    # prior studies stay; the first study of each patient retrieves a training study other than itself
-    assert {k: studies[k].reference_id for k in ("s50000002", "s50000003", "s50000008")} == {
-        "s50000002": "s50000001", "s50000003": "s50000002", "s50000008": "s50000007",
+    # prior studies stay; the first study of each patient retrieves a training study of another patient
+    assert {k: studies[k].reference_id for k in ("s50000001", "s50000002", "s50000008")} == {
+        "s50000001": "s50000003", "s50000002": "s50000001", "s50000008": "s50000007",
     }
-    assert studies["s50000001"].reference_id in train - {"s50000001"}
     assert studies["s50000007"].reference_id in train and studies["s50000009"].reference_id in train
-    assert report.notes["references"] == {"prior_study": 3, "retrieval": 3, "none": 0}
+    # every training study is of s50000003's own patient: its later studies are not a reference
+    assert studies["s50000003"].reference_id is None
+    assert report.notes["references"] == {"prior_study": 3, "retrieval": 2, "none": 1}
 
 
 def test_split_that_is_not_patient_disjoint_fails_loudly(tree, tmp_path):

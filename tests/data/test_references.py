@@ -25,9 +25,11 @@ def test_prior_study_is_the_latest_strictly_earlier_one():
         _study("s2", "p2", None),  # no time: cannot be ordered
         _study("s3", "p2", "2180-01-01T00:00:00"),
         _study("s4", "p3", "2180-01-01T00:00:00"),
+        _study("s6", "p4", "2180-02-01T10:00:00"),
+        _study("s8", "p4", "2180-02-01T09:00:00"),  # the higher id is the earlier study
     ]
     assert prior_study_references(studies) == {
-        "s9": "s7", "s1": None, "s5": "s1", "s7": "s1", "s2": None, "s3": None, "s4": None,
+        "s9": "s7", "s1": None, "s5": "s1", "s7": "s1", "s2": None, "s3": None, "s4": None, "s6": "s8", "s8": None,
     }
 
 
@@ -43,16 +45,29 @@ def test_retrieval_takes_the_nearest_training_study_never_itself():
     splits = ["train", "train", "train", "val", "test"]
     vectors = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.95, 0.05], [0, 0]], dtype=np.float32)
     vectors[:4] /= np.linalg.norm(vectors[:4], axis=1, keepdims=True)
-    assert nearest_training_references(ids, splits, vectors, chunk=2) == {
+    assert nearest_training_references(ids, splits, ids, vectors, chunk=2) == {
         "t1": "t2", "t2": "t1", "t3": "t2", "v1": "t1", "x": None,
     }
-    assert nearest_training_references(["a"], ["train"], np.ones((1, 2))) == {"a": None}
+    assert nearest_training_references(["a"], ["train"], ["p"], np.ones((1, 2))) == {"a": None}
+
+
+def test_retrieval_never_takes_a_study_of_the_same_patient():
+    ids = ["t1", "t2", "t3", "v1"]
+    splits = ["train", "train", "train", "val"]
+    vectors = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.95, 0.05]], dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    # t1 and t2 are one patient's studies, v1 is t1's patient too: each must look past its own patient
+    assert nearest_training_references(ids, splits, ["p1", "p1", "p3", "p1"], vectors, chunk=3) == {
+        "t1": "t3", "t2": "t3", "t3": "t2", "v1": "t3",
+    }
+    assert nearest_training_references(["a", "b"], ["train", "train"], ["p", "p"], np.eye(2)) == {"a": None, "b": None}
 
 
 def test_representative_image_prefers_the_frontal_view():
     study = _study("a", "p", None, images=("l.png", "f.png"), views=("LATERAL", "PA"))
     assert representative_image(study) == [1]
     assert representative_image(_study("b", "p", None, images=("1", "2"), views=("UNKNOWN", "UNKNOWN"))) == [0, 1]
+    assert representative_image(_study("c", "p", None, images=("l", "f"), views=("LATERAL", "AP AXIAL"))) == [1]
 
 
 def test_embedding_cache_round_trip(tmp_path):

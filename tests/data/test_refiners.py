@@ -4,10 +4,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from s2d_align.data import refiners
 from s2d_align.data.key_phrases import COMPOSED_SOURCE, NoRefiner, refine_all
 from s2d_align.data.manifest import KeyPhrase, Study, write_manifest
 from s2d_align.data.refiners import (
     INSTRUCTION,
+    CachedRefiner,
     Example,
     FewShotPool,
     HFRefiner,
@@ -74,6 +76,39 @@ def test_refine_all_batches_unique_descriptions():
     assert result == {"a": (KeyPhrase("x", COMPOSED_SOURCE), KeyPhrase("y", COMPOSED_SOURCE)), "b": (KeyPhrase("y", COMPOSED_SOURCE),), "c": ()}
 
 
+class _Upper(CachedRefiner):
+    """A back end that answers in capitals and remembers what it was asked."""
+
+    kind = "upper"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.asked = []
+
+    def _generate(self, texts):
+        self.asked += texts
+        yield [(index, text.upper()) for index, text in enumerate(texts)]
+
+
+def test_cache_key_covers_instruction_token_limit_and_back_end(tmp_path, monkeypatch):
+    cache = RefinementCache(tmp_path / "c.sqlite")
+    first = _Upper("m", POOL, cache, k=2, max_tokens=16)
+    assert first.refine(["small effusion"]) == [KeyPhrase("SMALL EFFUSION", "radgraph:refined:upper:m@v1")]
+    again = _Upper("m", POOL, cache, k=2, max_tokens=16)
+    again.refine(["small effusion"])
+    assert again.asked == [] and again.stats["cached"] == 1
+    longer = _Upper("m", POOL, cache, k=2, max_tokens=32)
+    longer.refine(["small effusion"])
+    assert longer.asked == ["small effusion"]
+    other_back_end = type("_Other", (_Upper,), {"kind": "other"})("m", POOL, cache, k=2, max_tokens=16)
+    other_back_end.refine(["small effusion"])
+    assert other_back_end.asked == ["small effusion"]
+    monkeypatch.setattr(refiners, "INSTRUCTION", INSTRUCTION + " Use British spelling.")
+    reworded = _Upper("m", POOL, cache, k=2, max_tokens=16)
+    reworded.refine(["small effusion"])
+    assert reworded.asked == ["small effusion"]
+
+
 # --------------------------------------------------------------------------- hf
 
 
@@ -100,7 +135,10 @@ def test_hf_refiner_batches_caches_and_resumes(tiny_llm, tmp_path):
     assert phrases[0] == phrases[3]
     for text, phrase in zip(inputs, phrases):
         assert phrase.source in (COMPOSED_SOURCE, "radgraph:refined:hf:llm@v1")
-        assert phrase.text == text if phrase.source == COMPOSED_SOURCE else phrase.text.strip()
+        if phrase.source == COMPOSED_SOURCE:
+            assert phrase.text == text
+        else:
+            assert phrase.text and phrase.text == phrase.text.strip()
     refined = first.stats["generated"]
     assert refined >= 1  # the tiny random model does answer (gibberish), so the cache path below is exercised
     assert first.stats["generated"] + first.stats["fallback"] == 4 and first.stats["cached"] == 0

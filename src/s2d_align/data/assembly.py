@@ -36,6 +36,20 @@ def default_workers() -> int:
     return min(32, 4 * (os.cpu_count() or 1))
 
 
+def decode_report(raw: bytes) -> tuple[str, bool]:
+    """A report's text and whether it was not UTF-8 (then decoded as Windows-1252, or Latin-1 as a last resort).
+
+    Latin-1 maps every byte, so nothing is lost or replaced; the record is kept with the fix ``report_not_utf8``.
+    """
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        try:
+            return raw.decode("cp1252"), True
+        except UnicodeDecodeError:
+            return raw.decode("latin-1"), True
+
+
 def threaded(function: Callable[[T], R], items: Sequence[T], workers: int | None = None, chunk: int = 256) -> Iterator[R]:
     """``map(function, items)`` on a thread pool, in order, one task per chunk of items.
 

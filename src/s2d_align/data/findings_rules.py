@@ -10,7 +10,9 @@ Per sentence: find finding words (``effusion``, ``granuloma``, ``opacity``
 ...) and predicate patterns (``the heart is mildly enlarged`` ->
 ``mild cardiomegaly``); drop a finding preceded in its clause by a negation
 cue (``no``, ``without``, ``free of`` ...) or an uncertainty cue (``may
-represent``, ``possible`` ...), since only definite findings are wanted;
+represent``, ``possible`` ...), or followed in its clause by a negated
+predicate (``is not seen``, ``is absent``, ``has resolved``, ``no longer
+present``, ``ruled out`` ...), since only definite findings are wanted;
 prepend the run of modifier words right before it (``small right pleural``);
 append the anatomy that follows ``in``/``within``/``of``/... (``in right
 upper lobe``). Precision over recall: a sentence the rules do not understand
@@ -70,6 +72,12 @@ _UNCERTAIN = re.compile(
     r"|suggestive|cannot be excluded|can not be excluded|could|likely|unlikely|versus|vs|concern for|"
     r"differential|consider|considered|represent|representing|or)\b"
 )
+# Negation stated after the finding, within its clause ("pleural effusion is not seen", "... has resolved").
+_NEGATION_AFTER = re.compile(
+    r"\b(?:not|no longer)\s+(?:\w+ly\s+)?(?:seen|identified|present|visualized|visualised|visible|demonstrated"
+    r"|appreciated|evident|detected|noted)\b|\babsent\b|\b(?:has|have|is|are)\s+(?:\w+\s+)?resolved\b"
+    r"|\bruled out\b|\b(?:is|are|been)\s+excluded\b"
+)
 # NegEx scope: a cue reaches to the end of its sentence ("no effusion, pneumothorax or edema") unless a
 # conjunction of contrast or a semicolon ends it first.
 _SCOPE_END = re.compile(r"\b(but|however|although|though|except|otherwise|whereas)\b|;")
@@ -99,9 +107,19 @@ def _clause_prefix(sentence: str, position: int) -> str:
     return prefix[ends[-1].end() :] if ends else prefix
 
 
-def _definite(sentence: str, position: int) -> bool:
-    clause = _clause_prefix(sentence, position)
-    return not _NEGATION.search(clause) and not _UNCERTAIN.search(clause)
+def _clause_suffix(sentence: str, position: int) -> str:
+    """The text between ``position`` and the next scope boundary (or the end of the sentence)."""
+    suffix = sentence[position:]
+    end = _SCOPE_END.search(suffix)
+    return suffix[: end.start()] if end else suffix
+
+
+def _definite(sentence: str, start: int, end: int) -> bool:
+    """Neither negated nor uncertain before ``start``, nor negated after ``end``, within the clause."""
+    clause = _clause_prefix(sentence, start)
+    if _NEGATION.search(clause) or _UNCERTAIN.search(clause):
+        return False
+    return not _NEGATION_AFTER.search(_clause_suffix(sentence, end))
 
 
 def _modifiers_before(words: list[str], index: int) -> list[str]:
@@ -145,7 +163,7 @@ def extract_positive_findings(text: str) -> list[str]:
     for sentence in _sentences(text):
         for pattern, template in _PREDICATES:
             for match in pattern.finditer(sentence):
-                if not _definite(sentence, match.end()):
+                if not _definite(sentence, match.end(), match.end()):
                     continue
                 adverb = match.group(1) or ""
                 severity = _SEVERITY.get(adverb, "")
@@ -155,7 +173,7 @@ def extract_positive_findings(text: str) -> list[str]:
         tokens = _words(sentence)
         words = [w for w, _ in tokens]
         for index, (word, offset) in enumerate(tokens):
-            if word not in FINDINGS or not _definite(sentence, offset):
+            if word not in FINDINGS or not _definite(sentence, offset, offset + len(word)):
                 continue
             modifiers = _modifiers_before(words, index)
             if word in NEEDS_MODIFIER and not modifiers:

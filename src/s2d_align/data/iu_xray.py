@@ -19,8 +19,9 @@ A study is one report with its images; its id is the image series
 (``CXR1000_IM-0003``), as in R2Gen, so ids agree with or without the
 annotation file. FINDINGS is the target; reports without it, or without
 images, are skipped. Open-i has no patient linkage: every report is its own
-patient, so any split by study is patient-disjoint; without R2Gen's file the
-split is a seeded 70/10/20 shuffle (R2Gen's proportions). The stage-2
+patient, so any split by study is patient-disjoint; without R2Gen's file
+each patient goes to train, val or test by a seeded hash of its id, about
+70/10/20 (R2Gen's proportions). The stage-2
 reference is retrieved (:mod:`s2d_align.data.references`), the key phrases
 come from the rule-based extractor (:mod:`s2d_align.data.findings_rules`)
 unless RadGraph annotations are given.
@@ -29,7 +30,7 @@ unless RadGraph annotations are given.
 from __future__ import annotations
 
 import csv
-import random
+import hashlib
 import re
 import tarfile
 import xml.etree.ElementTree as ET
@@ -43,6 +44,7 @@ from s2d_align.data.assembly import (
     attach_key_phrases,
     attach_radgraph,
     attach_references,
+    decode_report,
     vet_images,
     write_outputs,
 )
@@ -53,12 +55,11 @@ from s2d_align.data.manifest import Study
 from s2d_align.data.prepare_report import PrepareError, PrepareReport
 from s2d_align.data.r2gen import Entry, read_annotation
 from s2d_align.data.radgraph import Annotation, RadGraphError, read_radgraph_files
+from s2d_align.data.views import view_rank
 
 RULES_SOURCE = "rules:iu_xray"
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 _SERIES = re.compile(r"^(CXR\d+_IM-\d+)")
-_FRONTAL = ("FRONTAL", "PA", "AP")
-_LATERAL = ("LATERAL", "LL", "RL", "LARGE LATERAL")
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class OpenIReport:
     findings: str | None
     impression: str | None
     image_ids: tuple[str, ...]
-    recoded: bool = False  # the file was not UTF-8 and was decoded as Windows-1252
+    recoded: bool = False  # the file was not UTF-8 and was decoded as Windows-1252 (or Latin-1)
 
     @property
     def study_id(self) -> str:
@@ -113,11 +114,7 @@ def read_reports(source: Path, report: PrepareReport) -> list[OpenIReport]:
     for name, raw in tqdm(_xml_sources(Path(source)), desc="reading Open-i reports", unit="report"):
         files += 1
         fallback_id = "CXR" + Path(name).stem
-        try:
-            text = raw.decode("utf-8")
-            recoded = False
-        except UnicodeDecodeError:
-            text, recoded = raw.decode("cp1252", errors="replace"), True
+        text, recoded = decode_report(raw)
         text = re.sub(r"^\s*<\?xml[^>]*\?>", "", text)
         if not text.strip():
             report.skip(fallback_id, "empty_report", name)
@@ -179,20 +176,31 @@ def read_views(path: Path) -> dict[str, str]:
 
 
 def _order_by_view(pairs: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
-    rank = {**{v: 0 for v in _FRONTAL}, **{v: 1 for v in _LATERAL}}
-    return sorted(pairs, key=lambda pair: rank.get(pair[1], 2))
+    return sorted(pairs, key=lambda pair: view_rank(pair[1]))
 
 
 # --------------------------------------------------------------------------- splits
 
 
-def seeded_split(ids: Sequence[str], seed: int) -> dict[str, str]:
-    """70/10/20 by study; every Open-i report is its own patient, so this is patient-disjoint."""
-    order = sorted(ids)
-    random.Random(seed).shuffle(order)
-    n_train = round(SPLIT_FRACTIONS[0] * len(order))
-    n_val = round(SPLIT_FRACTIONS[1] * len(order))
-    return {i: ("train" if k < n_train else "val" if k < n_train + n_val else "test") for k, i in enumerate(order)}
+def seeded_split(subject_ids: Sequence[str], seed: int) -> dict[str, str]:
+    """About 70/10/20 by patient, each patient on its own: SHA-256 of ``seed:subject_id`` picks the split.
+
+    A patient's split depends on nothing but its id and the seed, so adding or
+    dropping a report (a newer download, a stricter filter) moves no other
+    patient between splits, as a shuffle of the whole list would. All studies
+    of a patient share its split, so the split is patient-disjoint.
+    """
+    splits = {}
+    for subject in subject_ids:
+        digest = hashlib.sha256(f"{seed}:{subject}".encode()).digest()
+        position = int.from_bytes(digest[:8], "big") / 2**64  # uniform in [0, 1)
+        if position < SPLIT_FRACTIONS[0]:
+            splits[subject] = "train"
+        elif position < SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1]:
+            splits[subject] = "val"
+        else:
+            splits[subject] = "test"
+    return splits
 
 
 # --------------------------------------------------------------------------- the builder
@@ -226,10 +234,10 @@ def _studies_from_reports(
             report.skip(sid, "no_usable_images", "none of its images is in the images folder")
             continue
         candidates.append((item, _order_by_view(found)))
-    splits = seeded_split([item.study_id for item, _ in candidates], seed)
+    splits = seeded_split([item.uid for item, _ in candidates], seed)
     return [
         Study(
-            id=item.study_id, split=splits[item.study_id], subject_id=item.uid, study_id=item.study_id,
+            id=item.study_id, split=splits[item.uid], subject_id=item.uid, study_id=item.study_id,
             images=tuple(str(p) for p, _ in found), views=tuple(v for _, v in found),
             findings=item.findings or "", impression=item.impression,
         )
@@ -258,7 +266,12 @@ def _studies_from_annotation(
     entries: list[Entry], reports: list[OpenIReport], folder: Path, images: dict[str, Path],
     views: dict[str, str], report: PrepareReport,
 ) -> list[Study]:
-    by_uid = {r.uid: r for r in reports}
+    by_uid: dict[str, OpenIReport] = {}
+    for item in reports:
+        if item.uid in by_uid:
+            report.skip(f"{item.study_id}@{Path(item.file).name}", "duplicate_id", f"{item.file} repeats report {item.uid}")
+            continue
+        by_uid[item.uid] = item
     used: set[str] = set()
     studies, seen = [], set()
     for entry in entries:
@@ -290,7 +303,7 @@ def _studies_from_annotation(
                 findings=findings, impression=item.impression if item else None,
             )
         )
-    for item in reports:
+    for item in by_uid.values():
         if item.uid not in used:
             report.skip(item.study_id, "not_in_annotation", item.file)
     return studies

@@ -167,7 +167,3 @@ def image_path(manifest: str | Path, relative: str) -> Path:
     """Resolve an image path of a manifest record: relative paths are relative to the manifest's folder."""
     candidate = Path(relative)
     return candidate if candidate.is_absolute() else Path(manifest).resolve().parent / candidate
-
-
-def by_split(studies: Iterable[Study], split: str) -> list[Study]:
-    return [s for s in studies if s.split == split]

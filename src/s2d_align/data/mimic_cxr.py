@@ -11,7 +11,8 @@ Inputs (Johnson et al., 2019; credentialed access, never commit any of it):
 * optionally RadGraph JSON files, keyed by report path (``pXX/pSUBJECT/sSTUDY.txt``).
 
 One manifest record per study (id ``s<study_id>``): its images (frontal
-views first; ``--views frontal`` keeps PA/AP only), FINDINGS as the target
+views first; ``--views frontal`` keeps the frontal ones,
+:data:`s2d_align.data.views.FRONTAL_VIEWS`), FINDINGS as the target
 and IMPRESSION, both extracted like the official MIT-LCP parser
 (:mod:`s2d_align.data.sections`); studies without FINDINGS are skipped, as
 in R2Gen and the paper. The official split is kept (``validate`` becomes
@@ -42,6 +43,7 @@ from s2d_align.data.assembly import (
     attach_key_phrases,
     attach_radgraph,
     attach_references,
+    decode_report,
     threaded,
     vet_images,
     write_outputs,
@@ -53,14 +55,13 @@ from s2d_align.data.manifest import Study
 from s2d_align.data.prepare_report import PrepareError, PrepareReport
 from s2d_align.data.radgraph import Annotation, RadGraphError, read_radgraph_files
 from s2d_align.data.sections import findings_and_impression
+from s2d_align.data.views import is_frontal, view_rank
 
 SPLIT_TABLE = "mimic-cxr-2.0.0-split.csv"
 METADATA_TABLE = "mimic-cxr-2.0.0-metadata.csv"
 SPLIT_COLUMNS = ("dicom_id", "study_id", "subject_id", "split")
 METADATA_COLUMNS = ("dicom_id", "study_id", "subject_id", "ViewPosition", "StudyDate", "StudyTime")
 SPLITS = {"train": "train", "validate": "val", "val": "val", "test": "test"}
-FRONTAL = ("PA", "AP")
-_VIEW_ORDER = {"PA": 0, "AP": 1, "LATERAL": 2, "LL": 3}
 RULES_SOURCE = "rules:mimic_cxr"
 
 
@@ -187,15 +188,8 @@ def collect_studies(
 
 
 def read_report(path: Path) -> tuple[str, bool]:
-    """A report's text and whether it was not UTF-8 (then decoded as Windows-1252, or Latin-1 as a last resort)."""
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8"), False
-    except UnicodeDecodeError:
-        try:
-            return raw.decode("cp1252"), True
-        except UnicodeDecodeError:
-            return raw.decode("latin-1"), True
+    """A report's text and whether it was not UTF-8 (see :func:`decode_report`)."""
+    return decode_report(path.read_bytes())
 
 
 @dataclasses.dataclass
@@ -221,9 +215,9 @@ def _build_study(key: str, draft: _Draft, reports: Path, images: Path, views: st
     findings, impression = findings_and_impression(text)
     if not findings:
         return _Outcome(key, skip=("no_findings", str(report_file)))
-    chosen = sorted(draft.images.items(), key=lambda item: (_VIEW_ORDER.get(item[1], 9), item[0]))
+    chosen = sorted(draft.images.items(), key=lambda item: (view_rank(item[1]), item[0]))
     if views == "frontal":
-        chosen = [(d, v) for d, v in chosen if v in FRONTAL]
+        chosen = [(d, v) for d, v in chosen if is_frontal(v)]
         if not chosen:
             return _Outcome(key, skip=("no_frontal_image", ", ".join(sorted(set(draft.images.values())))))
     folder = images / group / f"p{draft.subject_id}" / key

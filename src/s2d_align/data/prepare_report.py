@@ -60,9 +60,6 @@ class PrepareReport:
         for record_id, split in records:
             self.keep(record_id, split)
 
-    def is_skipped(self, record_id: str) -> bool:
-        return record_id in self._skipped
-
     # ------------------------------------------------------------------ reading
 
     @property

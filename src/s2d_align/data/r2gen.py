@@ -31,7 +31,7 @@ from s2d_align.data.assembly import attach_key_phrases, attach_references, vet_i
 from s2d_align.data.images import MAX_PIXELS
 from s2d_align.data.key_phrases import NoRefiner, Refiner
 from s2d_align.data.leakage import check_patient_disjoint
-from s2d_align.data.manifest import Study
+from s2d_align.data.manifest import Study, image_path
 from s2d_align.data.prepare_report import PrepareError, PrepareReport
 
 SPLIT_NAMES = {
@@ -117,7 +117,7 @@ def export_annotation(
     ``per_image`` writes one entry per image with the image's file stem as
     ``id``, like R2Gen's MIMIC-CXR file; otherwise one entry per study.
     """
-    resolved = {s.id: [_absolute(manifest, p) for p in s.images] for s in studies}
+    resolved = {s.id: [image_path(manifest, p) for p in s.images] for s in studies}
     every = [p for paths in resolved.values() for p in paths]
     if not every:
         raise PrepareError(f"{manifest}: no images to export")
@@ -138,11 +138,6 @@ def export_annotation(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return sum(len(v) for v in data.values()), root
-
-
-def _absolute(manifest: Path, path: str) -> Path:
-    candidate = Path(path)
-    return candidate if candidate.is_absolute() else (Path(manifest).resolve().parent / candidate)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -202,6 +197,7 @@ def prepare_r2gen(
     check_images: str = "header",
     max_pixels: int | None = MAX_PIXELS,
     workers: int | None = None,
+    embed_batch_size: int = 16,
     embed_device: str = "cpu",
 ) -> tuple[Path, PrepareReport]:
     """Import an R2Gen ``annotation.json`` (either dataset) as a manifest, with its ids and split.
@@ -228,6 +224,6 @@ def prepare_r2gen(
     studies = attach_key_phrases(studies, {}, refiner or NoRefiner(), report, f"rules:{dataset}")
     studies = attach_references(
         studies, report, Path(out), prior=False, retrieval=reference == "retrieval", vision_model=vision_model,
-        device=embed_device,
+        batch_size=embed_batch_size, device=embed_device,
     )
     return write_outputs(studies, Path(out), report), report

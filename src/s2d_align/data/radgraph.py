@@ -50,10 +50,6 @@ class Entity:
     def is_observation(self) -> bool:
         return self.label.startswith("OBS")
 
-    @property
-    def is_positive(self) -> bool:
-        return self.label.endswith("-DP")
-
 
 @dataclass(frozen=True)
 class Annotation:

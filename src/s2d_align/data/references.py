@@ -10,7 +10,8 @@ at hand.
 IU X-Ray has no patient linkage (each report is its own patient), and some
 MIMIC studies have no earlier study. There the reference is *retrieved*: the
 nearest training study by cosine similarity of frozen image embeddings
-(:meth:`VisionEncoder.embed`), never the study itself. A training study only
+(:meth:`VisionEncoder.embed`), never the study itself nor another study of the
+same patient. A training study only
 ever gets a training reference; validation and test studies also draw from
 the training set, which is allowed as a source (``data.leakage`` checks it).
 
@@ -33,8 +34,7 @@ from tqdm.auto import tqdm
 
 from s2d_align.data.images import ImageError, load_image
 from s2d_align.data.manifest import Study
-
-FRONTAL_VIEWS = ("PA", "AP", "FRONTAL", "AP AXIAL", "PA LLD", "AP LLD", "AP RLD", "PA RLD")
+from s2d_align.data.views import is_frontal
 
 
 # --------------------------------------------------------------------------- prior study
@@ -69,16 +69,20 @@ def prior_study_references(studies: Sequence[Study]) -> dict[str, str | None]:
 
 
 def nearest_training_references(
-    ids: Sequence[str], splits: Sequence[str], vectors: np.ndarray, chunk: int = 1024
+    ids: Sequence[str], splits: Sequence[str], subjects: Sequence[str], vectors: np.ndarray, chunk: int = 1024
 ) -> dict[str, str | None]:
-    """For every study, the training study whose (L2-normalised) vector is most similar, never itself.
+    """For every study, the most similar (L2-normalised vectors) training study of *another* patient.
 
+    Never the study itself, nor another study of its patient: a retrieved
+    reference stands in for a prior study where there is none, and a later
+    study of the same patient would be a look at that patient's future.
     Rows of ``vectors`` that are all zero (studies whose images could not be
     embedded) neither get nor give a reference.
     """
     vectors = np.asarray(vectors, dtype=np.float32)
     valid = np.linalg.norm(vectors, axis=1) > 0
     train = np.flatnonzero(np.array([s == "train" for s in splits]) & valid)
+    patient = np.unique(np.asarray(subjects, dtype=str), return_inverse=True)[1].reshape(-1)  # subject -> integer
     references: dict[str, str | None] = {i: None for i in ids}
     if len(train) == 0:
         return references
@@ -87,6 +91,7 @@ def nearest_training_references(
         rows = np.arange(start, min(start + chunk, len(ids)))
         scores = vectors[rows] @ bank.T  # (c, T)
         scores[rows[:, None] == train[None, :]] = -np.inf  # never the study itself
+        scores[patient[rows][:, None] == patient[train][None, :]] = -np.inf  # nor its patient's other studies
         best = scores.argmax(axis=1)
         for row, column in zip(rows, best):
             if valid[row] and np.isfinite(scores[row - start, column]):
@@ -97,7 +102,7 @@ def nearest_training_references(
 def representative_image(study: Study) -> list[int]:
     """Indices of the images that stand for a study: its first frontal view, else all of them."""
     for index, view in enumerate(study.views):
-        if view.upper() in FRONTAL_VIEWS:
+        if is_frontal(view):
             return [index]
     return list(range(len(study.images)))
 
@@ -250,5 +255,7 @@ def retrieval_references(
         studies, resolve, model, cache_file(out, model), batch_size=batch_size,
         trust_remote_code=trust_remote_code, device=device,
     )
-    references = nearest_training_references([s.id for s in studies], [s.split for s in studies], vectors)
+    references = nearest_training_references(
+        [s.id for s in studies], [s.split for s in studies], [s.subject_id for s in studies], vectors
+    )
     return references, failed

@@ -13,7 +13,8 @@ survive text extraction; ours (:data:`INSTRUCTION`, versioned by
 * Examples are drawn per description with a seed derived from the
   description, so a prompt is reproducible and therefore cacheable.
 * Every refinement is cached in SQLite, keyed by the description, the model,
-  the prompt version and the pool's digest; results are committed as they
+  the back end, the prompt (version and instruction text), the pool's digest,
+  the number of examples and the token limit; results are committed as they
   arrive, so a crashed run resumes without paying twice.
 * An answer that is empty or absurdly long is not trusted: the composed text
   is kept instead, with source ``radgraph:composed``, and counted.
@@ -170,8 +171,13 @@ class RefinementCache:
         self._db.commit()
 
     @staticmethod
-    def key(text: str, model: str, prompt_version: str, pool_digest: str, k: int) -> str:
-        return hashlib.sha256(json.dumps([text, model, prompt_version, pool_digest, k]).encode()).hexdigest()
+    def key(
+        text: str, model: str, prompt_version: str, pool_digest: str, k: int, backend: str, instruction: str,
+        max_tokens: int,
+    ) -> str:
+        """Everything that shapes the answer: another value is another refinement."""
+        parts = [text, model, prompt_version, pool_digest, k, backend, instruction, max_tokens]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -201,11 +207,12 @@ class CachedRefiner:
 
     kind = "base"
 
-    def __init__(self, model: str, pool: FewShotPool, cache: RefinementCache, k: int = 4):
+    def __init__(self, model: str, pool: FewShotPool, cache: RefinementCache, k: int = 4, max_tokens: int = 64):
         self.model = model
         self.pool = pool
         self.cache = cache
         self.k = k
+        self.max_tokens = max_tokens  # the most tokens an answer may have
         label = Path(model).name if os.sep in model and Path(model).exists() else model
         self.name = f"{self.kind}:{label}"
         self.source = f"radgraph:refined:{self.kind}:{label}@{PROMPT_VERSION}"
@@ -216,7 +223,12 @@ class CachedRefiner:
         raise NotImplementedError
 
     def refine(self, composed: Sequence[str]) -> list[KeyPhrase]:
-        keys = [RefinementCache.key(t, self.model, PROMPT_VERSION, self.pool.digest, self.k) for t in composed]
+        keys = [
+            RefinementCache.key(
+                t, self.model, PROMPT_VERSION, self.pool.digest, self.k, self.kind, INSTRUCTION, self.max_tokens
+            )
+            for t in composed
+        ]
         cached = self.cache.get_many(list(dict.fromkeys(keys)))
         outputs: dict[int, str | None] = {}
         from_cache: set[int] = set()
@@ -266,7 +278,7 @@ class HFRefiner(CachedRefiner):
         device: str = "cpu",
         trust_remote_code: bool = False,
     ):
-        super().__init__(model, pool, cache, k)
+        super().__init__(model, pool, cache, k, max_new_tokens)
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.device = device
@@ -339,7 +351,7 @@ class OpenAIRefiner(CachedRefiner):
         max_consecutive_failures: int = 20,
         sleep: Callable[[float], None] = time.sleep,
     ):
-        super().__init__(model, pool, cache, k)
+        super().__init__(model, pool, cache, k, max_tokens)
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.api_key = api_key
         self.timeout = timeout
@@ -347,7 +359,6 @@ class OpenAIRefiner(CachedRefiner):
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.concurrency = max(1, concurrency)
-        self.max_tokens = max_tokens
         self.max_consecutive_failures = max_consecutive_failures
         self.sleep = sleep
         self.requests = 0
