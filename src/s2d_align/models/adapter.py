@@ -42,6 +42,17 @@ from torch import nn
 MODALITIES = ("image", "reference", "key_phrases")
 
 
+def _three_layer_mlp(in_dim: int, hidden_size: int, out_dim: int) -> nn.Sequential:
+    """The SMA adapter's 3-layer MLP (paper, Eq. 7)."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_size),
+        nn.GELU(),
+        nn.Linear(hidden_size, hidden_size),
+        nn.GELU(),
+        nn.Linear(hidden_size, out_dim),
+    )
+
+
 class MemoryAdapter(nn.Module):
     """phi_m: memory queries attend to one modality's features; MLP + LayerNorm to the LLM width."""
 
@@ -50,13 +61,7 @@ class MemoryAdapter(nn.Module):
         self.attention = nn.MultiheadAttention(
             memory_dim, num_heads, kdim=in_dim, vdim=in_dim, dropout=dropout, batch_first=True
         )
-        self.mlp = nn.Sequential(
-            nn.Linear(memory_dim, hidden_size),
-            nn.GELU(),
-            nn.Linear(hidden_size, hidden_size),
-            nn.GELU(),
-            nn.Linear(hidden_size, out_dim),
-        )
+        self.mlp = _three_layer_mlp(memory_dim, hidden_size, out_dim)
         self.norm = nn.LayerNorm(out_dim)
 
     def forward(self, memory: torch.Tensor, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -201,13 +206,7 @@ class SelfAttentionAdapter(nn.Module):
         super().__init__()
         self.inputs = nn.Linear(in_dim, memory_dim)
         self.attention = nn.MultiheadAttention(memory_dim, num_heads, dropout=dropout, batch_first=True)
-        self.mlp = nn.Sequential(
-            nn.Linear(memory_dim, hidden_size),
-            nn.GELU(),
-            nn.Linear(hidden_size, hidden_size),
-            nn.GELU(),
-            nn.Linear(hidden_size, out_dim),
-        )
+        self.mlp = _three_layer_mlp(memory_dim, hidden_size, out_dim)
         self.norm = nn.LayerNorm(out_dim)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
