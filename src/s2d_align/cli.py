@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from s2d_align.data.images import MAX_PIXELS
+
 
 def _quiet_libraries() -> None:
     """Keep the terminal for our own progress bars: silence library chatter (entry point only)."""
@@ -288,8 +290,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_prepare_options(mimic, check_default="header")
     mimic.set_defaults(func=cmd_prepare_mimic_cxr)
 
-    from s2d_align.data.images import MAX_PIXELS
-
     r2gen = prepare.add_parser("r2gen", help="import an R2Gen annotation.json (IU X-Ray or MIMIC-CXR)")
     r2gen.add_argument("--annotation", required=True, help="R2Gen's annotation.json: its ids, split and reports")
     r2gen.add_argument("--images", required=True, help="the folder R2Gen's image_path entries are relative to")
@@ -390,8 +390,6 @@ def _add_scoring_flags(parser: argparse.ArgumentParser, default_metrics: str | N
 
 def _add_common_prepare_options(parser: argparse.ArgumentParser, check_default: str) -> None:
     """Options of the IU X-Ray and MIMIC-CXR builders: RadGraph and key phrases, retrieval, image checks."""
-    from s2d_align.data.images import MAX_PIXELS
-
     parser.add_argument("--radgraph", nargs="*", default=[], metavar="F.json", help="RadGraph JSON file(s)")
     parser.add_argument("--vision-model", default="microsoft/rad-dino",
                         help="frozen image encoder for retrieval (hub id or local folder)")

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import json
 import platform
+import random
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -112,10 +114,6 @@ def begin_resume_state(directory: Path) -> None:
 
 def save_rng_state(directory: Path, process_index: int) -> None:
     """This process's random generators (torch CPU and CUDA, Python, NumPy), so that dropout resumes exactly."""
-    import random
-
-    import numpy as np
-
     states = {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -131,10 +129,6 @@ def load_rng_state(directory: Path, process_index: int) -> dict[str, Any] | None
 
 
 def restore_rng_state(states: dict[str, Any]) -> None:
-    import random
-
-    import numpy as np
-
     torch.set_rng_state(states["torch"])
     if states["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
