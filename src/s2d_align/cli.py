@@ -200,9 +200,11 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    import json
-
+    from s2d_align import atomic
     from s2d_align.evaluation.comparison import compare_files, format_comparison
+
+    if args.output:
+        atomic.refuse_overwrite(args.output, {"A": args.a, "B": args.b})
 
     result = compare_files(
         Path(args.a),
@@ -220,8 +222,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     print(format_comparison(result))
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        atomic.write_json(args.output, result)
         print(f"wrote {args.output}", file=sys.stderr)
     return 0
 

@@ -14,7 +14,8 @@ lists them and why they were chosen.
 from __future__ import annotations
 
 import dataclasses
-import os
+import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -212,15 +213,36 @@ class Config:
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Read a recipe (or the defaults when ``path`` is None) and apply ``a.b=c`` overrides."""
+    """Read a recipe (or the defaults when ``path`` is None), apply ``a.b=c`` overrides, check every value.
+
+    An error names its source: the recipe file, or the command-line override
+    that introduced it (found by applying the overrides one at a time).
+    """
     raw: dict[str, Any] = {}
     source = "<defaults>"
     if path is not None:
         path = resolve_recipe(path)
         source = str(path)
         raw = read_recipe(path)
-    raw = apply_overrides(raw, overrides)
-    return from_dict(Config, raw, source)
+    try:
+        return _checked(apply_overrides(raw, overrides), source)
+    except ConfigError:
+        if not overrides:
+            raise
+    for count in range(len(overrides) + 1):  # which step first makes the config invalid?
+        where = source if count == 0 else f"command-line override `{overrides[count - 1]}`"
+        try:
+            _checked(apply_overrides(raw, overrides[:count]), where)
+        except ConfigError as err:
+            message = str(err)
+            raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
+    raise AssertionError("unreachable: the full set of overrides failed")  # pragma: no cover
+
+
+def _checked(raw: dict[str, Any], source: str) -> Config:
+    config = from_dict(Config, raw, source)
+    check_config(config, source)
+    return config
 
 
 def read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -341,7 +363,7 @@ def from_dict(cls: type, data: Any, source: str, where: str = "") -> Any:
     if unknown:
         prefix = f"{where}." if where else ""
         raise ConfigError(
-            f"{source}: unknown key {prefix}{unknown[0]!r}"
+            f"{source}: unknown key {prefix}{unknown[0]!r}{_did_you_mean(unknown[0], known)}"
             f" (known keys{' under ' + where if where else ''}: {', '.join(sorted(known))})"
         )
     kwargs = {}
@@ -374,7 +396,8 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
             words = ("yes", "on", "true") if value else ("no", "off", "false")
             value = next((w for w in words if w in args), value)
         if value not in args:
-            raise ConfigError(f"{source}: {key} must be one of {list(args)}, got {value!r}")
+            hint = _did_you_mean(value, [str(a) for a in args]) if isinstance(value, str) else ""
+            raise ConfigError(f"{source}: {key} must be one of {list(args)}, got {value!r}{hint}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -409,6 +432,147 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
     raise ConfigError(f"{source}: {key}: unsupported type {hint}")  # pragma: no cover - a bug in this module
 
 
+def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --------------------------------------------------------------------------- checking
+
+# The parts a stage context is made of (models.adapter.MODALITIES; repeated here so that
+# checking a recipe does not import torch).
+CONTEXT_PARTS = ("image", "reference", "key_phrases")
+STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_config(config: Config, source: str = "<config>") -> None:
+    """Every value in its range, before any work starts; the error names the key and ``source``.
+
+    Types are checked while loading (:func:`from_dict`); this checks what a type
+    cannot say: positive sizes and rates, probabilities, contexts, stage names.
+    Without it ``batch_size=0`` or ``num_beams=0`` would reach PyTorch or
+    transformers, whose errors do not name the key, and a context typo would be
+    found only when its stage starts, after the stages before it had trained.
+    """
+    problems: list[str] = []
+
+    def need(ok: bool, key: str, value: Any, what: str) -> None:
+        if not ok:
+            problems.append(f"{key} must be {what}, got {value!r}")
+
+    def positive_int(key: str, value: int) -> None:
+        need(value >= 1, key, value, "at least 1")
+
+    def non_negative(key: str, value: float) -> None:
+        need(value >= 0, key, value, "at least 0")
+
+    def probability(key: str, value: float) -> None:
+        need(0 <= value < 1, key, value, "in [0, 1)")
+
+    m = config.model
+    positive_int("model.text.max_length", m.text.max_length)
+    if m.vision.num_prefix_tokens is not None:
+        non_negative("model.vision.num_prefix_tokens", m.vision.num_prefix_tokens)
+    positive_int("model.lora.r", m.lora.r)
+    need(m.lora.alpha > 0, "model.lora.alpha", m.lora.alpha, "positive")
+    probability("model.lora.dropout", m.lora.dropout)
+    for name in ("num_memory", "memory_dim", "hidden_size", "num_heads", "qformer_layers"):
+        positive_int(f"model.connector.{name}", getattr(m.connector, name))
+    probability("model.connector.dropout", m.connector.dropout)
+    if m.connector.num_heads >= 1 and m.connector.memory_dim % m.connector.num_heads:
+        problems.append(f"model.connector.memory_dim ({m.connector.memory_dim}) must be a multiple of "
+                        f"model.connector.num_heads ({m.connector.num_heads})")
+
+    d = config.data
+    for name in ("max_images", "max_report_tokens", "max_key_phrases"):
+        positive_int(f"data.{name}", getattr(d, name))
+    non_negative("data.num_workers", d.num_workers)
+
+    t = config.train
+    for name in ("batch_size", "eval_batch_size", "grad_accum_steps"):
+        positive_int(f"train.{name}", getattr(t, name))
+    for name in ("weight_decay", "eval_every", "min_delta", "max_val_batches"):
+        non_negative(f"train.{name}", getattr(t, name))
+    need(t.max_grad_norm > 0, "train.max_grad_norm", t.max_grad_norm, "positive")
+    for i, beta in enumerate(t.adam_betas):
+        probability(f"train.adam_betas[{i}]", beta)
+    if not t.stages:
+        problems.append("train.stages must list at least one stage")
+    names: dict[str, int] = {}
+    for i, stage in enumerate(t.stages):
+        key = f"train.stages[{i}]"
+        if not STAGE_NAME.fullmatch(stage.name):
+            problems.append(f"{key}.name must be a folder name (letters, digits, '_', '-', '.'), got {stage.name!r}")
+        elif stage.name in names:
+            problems.append(f"{key}.name {stage.name!r} repeats train.stages[{names[stage.name]}].name")
+        names.setdefault(stage.name, i)
+        if not stage.contexts:
+            problems.append(f"{key}.contexts must list at least one context, e.g. [image]")
+        for j, context in enumerate(stage.contexts):
+            problem = context_problem(context)
+            if problem:
+                problems.append(f"{key}.contexts[{j}] {problem}")
+        positive_int(f"{key}.epochs", stage.epochs)
+        need(stage.lr > 0, f"{key}.lr", stage.lr, "positive")
+        non_negative(f"{key}.warmup_steps", stage.warmup_steps)
+        positive_int(f"{key}.patience", stage.patience)
+
+    g = config.generate
+    for name in ("num_beams", "max_new_tokens", "batch_size"):
+        positive_int(f"generate.{name}", getattr(g, name))
+    non_negative("generate.min_new_tokens", g.min_new_tokens)
+    if g.min_new_tokens > g.max_new_tokens:
+        problems.append(f"generate.min_new_tokens ({g.min_new_tokens}) must not exceed "
+                        f"generate.max_new_tokens ({g.max_new_tokens})")
+    need(g.repetition_penalty > 0, "generate.repetition_penalty", g.repetition_penalty, "positive")
+    non_negative("generate.no_repeat_ngram_size", g.no_repeat_ngram_size)
+
+    positive_int("demo.studies", config.demo.studies)
+    need(config.demo.image_size >= 16, "demo.image_size", config.demo.image_size, "at least 16")
+    non_negative("demo.llm_pretrain_steps", config.demo.llm_pretrain_steps)
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+
+
+def context_problem(context: str) -> str | None:
+    """Why ``context`` is not a ``+``-joined set of :data:`CONTEXT_PARTS` including ``image``, or None."""
+    parts = [p.strip() for p in context.split("+")]
+    allowed = f"'+'-joined distinct names from {list(CONTEXT_PARTS)}, including 'image'"
+    for part in parts:
+        if part not in CONTEXT_PARTS:
+            return f"{context!r}: unknown part {part!r}{_did_you_mean(part, CONTEXT_PARTS)}; a context is {allowed}"
+    if "image" not in parts or len(set(parts)) != len(parts):
+        return f"{context!r} is not {allowed}"
+    return None
+
+
+def looks_like_a_path(name: str) -> bool:
+    """A model name that can only mean a local folder: a hub id is ``name`` or ``org/name``."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.endswith("/") or "\\" in name
+
+
+def check_model_paths(config: Config, source: str = "<config>") -> None:
+    """Local model folders exist: fail before a run starts, naming the key, rather than inside transformers."""
+    for key in ("vision", "text", "llm"):
+        name = getattr(config.model, key).name_or_path
+        if looks_like_a_path(name) and not Path(name).expanduser().is_dir():
+            raise ConfigError(f"{source}: model.{key}.name_or_path {name!r} looks like a local folder but there is "
+                              "none; build one (e.g. `s2d-align prepare tiny-models`) or give a hub id (org/name)")
+
+
+def differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two configs (or their plain data)."""
+    a, b = to_dict(a), to_dict(b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys: list[str] = []
+        for name in list(a) + [k for k in b if k not in a]:
+            keys += differing_keys(a.get(name), b.get(name), f"{prefix}.{name}" if prefix else str(name))
+        return keys
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [k for i, (x, y) in enumerate(zip(a, b)) for k in differing_keys(x, y, f"{prefix}[{i}]")]
+    return [] if a == b else [prefix]
+
+
 # --------------------------------------------------------------------------- saving
 
 
@@ -427,10 +591,9 @@ def to_yaml(config: Any) -> str:
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config; atomically, so that a reader never sees half a file."""
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(to_yaml(config), encoding="utf-8")
-    os.replace(partial, path)
+    from s2d_align import atomic
+
+    atomic.write_text(path, to_yaml(config))
 
 
 def replace(config: Any, **changes: Any) -> Any:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from s2d_align import atomic
 from s2d_align.config import load_config
 
 
@@ -93,7 +94,7 @@ def run_demo(out: Path, studies: int | None = None, config: str = "demo", overri
         "peak_memory_mib": _peak_memory_mib(),
         "test_studies": generated,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    atomic.write_json(out / "metrics.json", metrics)
     print("[5/5] test metrics (phantom test split, generated from images alone)")
     print(format_table({f"after {n.upper()}": results[n] for n in results}))
     for stage in stages:

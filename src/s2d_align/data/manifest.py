@@ -153,10 +153,11 @@ def read_manifest(path: str | Path) -> list[Study]:
 
 
 def write_manifest(path: str | Path, studies: Iterable[Study]) -> int:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``studies`` one per line; atomically, so a failed prepare leaves the old manifest whole."""
+    from s2d_align import atomic
+
     count = 0
-    with path.open("w", encoding="utf-8") as handle:
+    with atomic.atomic_open(path) as handle:
         for study in studies:
             handle.write(json.dumps(study.to_json(), ensure_ascii=False) + "\n")
             count += 1

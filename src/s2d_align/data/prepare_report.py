@@ -16,11 +16,12 @@ Reasons are short stable slugs (``no_findings``, ``missing_report``,
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
+
+from s2d_align import atomic
 
 REPORT_NAME = "prepare_report.json"
 _DETAILS_PER_REASON = 20
@@ -113,8 +114,7 @@ class PrepareReport:
 
     def write(self, out_dir: str | Path) -> Path:
         path = Path(out_dir) / REPORT_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        atomic.write_json(path, self.to_json(), default=str)
         return path
 
     def summary(self) -> str:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from s2d_align import atomic
 from s2d_align.data.assembly import attach_key_phrases, attach_references, vet_images, write_outputs
 from s2d_align.data.images import MAX_PIXELS
 from s2d_align.data.key_phrases import NoRefiner, Refiner
@@ -135,8 +136,7 @@ def export_annotation(
                 data[study.split].append({"id": Path(path).stem, **base, "image_path": [path]})
         else:
             data[study.split].append({"id": study.id, **base, "image_path": paths})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    atomic.write_json(out, data, indent=1)
     return sum(len(v) for v in data.values()), root
 
 

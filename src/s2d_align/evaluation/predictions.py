@@ -90,8 +90,8 @@ def read_jsonl(path: Path, keys: Sequence[str] = PREDICTION_KEYS) -> list[dict[s
 
 def write_jsonl(path: Path, records: Sequence[dict]) -> None:
     """Write ``records`` one JSON object per line (UTF-8, non-ASCII kept readable)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
+    from s2d_align import atomic
+
+    with atomic.atomic_open(path) as f:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -21,7 +21,6 @@ annotations) is listed under ``not_run`` with the reason; nothing is faked.
 from __future__ import annotations
 
 import csv
-import json
 import platform
 import re
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from s2d_align import atomic
 from s2d_align.chexpert import OBSERVATIONS
 from s2d_align.evaluation import bootstrap
 from s2d_align.evaluation.bootstrap import SampleStatistic, mean_of
@@ -168,7 +168,11 @@ def evaluate_file(predictions: Path, output: Path, clean: str = "none", metrics:
                   **options: Any) -> dict[str, Any]:
     """Score a predictions JSONL file; write metrics JSON, the Markdown table and the per-sample CSV beside it."""
     predictions, output = Path(predictions), Path(output)
-    output_paths(output)  # a bad output name fails before the scoring, not after
+    paths = output_paths(output)  # a bad output name fails before the scoring, not after
+    inputs = {"--predictions": predictions, "--radgraph-annotations": radgraph_annotations,
+              "--radgraph-reference": radgraph_reference, "--radgraph-prediction": radgraph_prediction}
+    for path in paths.values():
+        atomic.refuse_overwrite(path, inputs)
     records = read_jsonl(predictions, PREDICTION_KEYS)
     if radgraph_annotations is not None and (radgraph_reference or radgraph_prediction):
         raise ValueError("give either --radgraph-annotations or --radgraph-reference/--radgraph-prediction, not both")
@@ -197,12 +201,12 @@ def output_paths(output: Path) -> dict[str, Path]:
 
 
 def write_outputs(evaluation: Evaluation, output: Path) -> None:
+    """The three outputs, each written to a temporary file and renamed (:mod:`s2d_align.atomic`)."""
     paths = output_paths(output)
-    paths["json"].parent.mkdir(parents=True, exist_ok=True)
-    paths["json"].write_text(json.dumps(evaluation.metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    paths["markdown"].write_text(markdown_report(evaluation.metrics), encoding="utf-8")
+    atomic.write_json(paths["json"], evaluation.metrics)
+    atomic.write_text(paths["markdown"], markdown_report(evaluation.metrics))
     rows = evaluation.samples
-    with paths["samples"].open("w", encoding="utf-8", newline="") as handle:
+    with atomic.atomic_open(paths["samples"], newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["id"])
         writer.writeheader()
         writer.writerows(rows)

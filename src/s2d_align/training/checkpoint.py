@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from s2d_align import atomic
 from s2d_align.config import Config, load_config, save_config
 
 CONNECTOR_FILE = "connector.safetensors"
@@ -75,9 +76,7 @@ def load_weights(directory: Path, model) -> None:
 
 def write_meta(directory: Path, meta: dict[str, Any]) -> None:
     meta = {**meta, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions()}
-    tmp = directory / (META_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    tmp.replace(directory / META_FILE)
+    atomic.write_json(directory / META_FILE, meta)
 
 
 def read_meta(directory: Path) -> dict[str, Any] | None:

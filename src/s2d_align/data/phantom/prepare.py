@@ -9,7 +9,6 @@ the previous study, RadGraph annotations and key phrases for stage 3.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from s2d_align import atomic
 from s2d_align.chexpert import OBSERVATIONS
 from s2d_align.data.key_phrases import NoRefiner, compose_phrases
 from s2d_align.data.manifest import SPLITS, Study, write_manifest
@@ -86,7 +86,7 @@ def prepare_phantom(out: Path, studies: int = 600, seed: int = 0, image_size: in
     manifest = out / "manifest.jsonl"
     write_manifest(manifest, records)
     summary = summarise(records, patients, seed=seed, studies=studies, image_size=image_size)
-    (out / "prepare_report.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    atomic.write_json(out / "prepare_report.json", summary)
     return manifest
 
 

@@ -50,6 +50,9 @@ def label_file(input_path: str | Path, output_path: str | Path, labeler: Labeler
     """Label ``{"id", "text"}`` JSONL lines into ``{"id", "labels": {observation: 1|0|-1|null}}`` lines."""
     from s2d_align.evaluation.predictions import TEXT_KEYS, read_jsonl, write_jsonl
 
+    from s2d_align import atomic
+
+    atomic.refuse_overwrite(output_path, {"--input": input_path})
     records = read_jsonl(Path(input_path), TEXT_KEYS)
     labels = labeler.label([r["text"] for r in records])
     write_jsonl(Path(output_path), [{"id": r["id"], "labels": l} for r, l in zip(records, labels)])
