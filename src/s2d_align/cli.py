@@ -14,6 +14,27 @@ from pathlib import Path
 
 from s2d_align.data.images import MAX_PIXELS
 
+DESCRIPTION = """\
+Write the FINDINGS section of a chest X-ray report from the image alone
+(S2D-Align: a vision encoder, a memory adapter and an LLM, trained in three
+stages that add a reference report and key phrases as auxiliary context).
+
+Try it end to end on a small synthetic dataset (no downloads, a few minutes
+on a laptop CPU):
+
+  s2d-align demo
+
+On your own data, the steps talk through files:
+
+  s2d-align prepare iu-xray --reports R --images I --out data/iu   # -> manifest.jsonl
+  s2d-align train --config iu_xray/s2d_align --out runs/iu data.manifest=data/iu/manifest.jsonl data.image_root=I
+  s2d-align generate --checkpoint runs/iu/checkpoints/s3 --manifest data/iu/manifest.jsonl --images I \\
+      --output runs/iu/test.jsonl
+  s2d-align evaluate --predictions runs/iu/test.jsonl --output runs/iu/test.metrics.json
+
+Run `s2d-align COMMAND --help` for each command's flags and defaults.
+"""
+
 
 def _quiet_libraries() -> None:
     """Keep the terminal for our own progress bars: silence library chatter (entry point only)."""
@@ -54,7 +75,16 @@ def cmd_prepare_tiny_models(args: argparse.Namespace) -> int:
     paths = build_tiny_models(Path(args.out), manifest=Path(args.manifest), seed=args.seed)
     for role, path in paths.items():
         print(f"{role}: {path}")
+    print("\nto train on them, add these overrides to `s2d-align train` (the demo recipe sizes the adapter for them):")
+    print("  " + " ".join(tiny_model_overrides(paths, Path(args.manifest))))
     return 0
+
+
+def tiny_model_overrides(paths: dict, manifest: Path) -> list[str]:
+    """The ``key=value`` overrides that point a recipe at tiny models and at ``manifest``."""
+    roles = {"vision": "model.vision.name_or_path", "text": "model.text.name_or_path", "llm": "model.llm.name_or_path"}
+    overrides = [f"{roles[role]}={Path(path).resolve()}" for role, path in paths.items() if role in roles]
+    return [*overrides, "model.text.trust_remote_code=false", "model.llm.dtype=float32", f"data.manifest={manifest.resolve()}"]
 
 
 def _refiner(args: argparse.Namespace):
@@ -65,7 +95,7 @@ def _refiner(args: argparse.Namespace):
         args.refiner, cache, model=args.refiner_model, url=args.refiner_url, pool_path=args.few_shot,
         k=args.few_shot_k, batch_size=args.refine_batch_size, concurrency=args.refine_concurrency,
         timeout=args.refine_timeout, max_retries=args.refine_retries, api_key_env=args.refiner_api_key_env,
-        device=args.refiner_device,
+        device=args.refiner_device, allow_insecure_url=args.allow_insecure_refiner_url,
     )
 
 
@@ -150,6 +180,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         split=args.split,
         output=Path(args.output),
         overrides=args.overrides,
+        images=Path(args.images) if args.images else None,
+        allow_absolute_paths=args.allow_absolute_paths,
     )
     print(f"wrote {count} predictions to {args.output}")
     return 0
@@ -167,12 +199,14 @@ def _labeler_options(args: argparse.Namespace) -> dict:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from s2d_align.evaluation.report import caption, evaluate_file, format_table, output_paths
 
+    clean, labeler, why = scoring_defaults(Path(args.predictions), args.clean, args.labeler)
+    print(f"cleaning: {clean}; labeler: {labeler} ({why})", file=sys.stderr)
     metrics = evaluate_file(
         Path(args.predictions),
         Path(args.output),
-        clean=args.clean,
+        clean=clean,
         metrics=args.metrics,
-        labeler=args.labeler,
+        labeler=labeler,
         labeler_options=_labeler_options(args),
         radgraph_annotations=args.radgraph_annotations,
         radgraph_reference=args.radgraph_reference,
@@ -188,6 +222,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     paths = output_paths(Path(args.output))
     print(f"wrote {paths['json']}, {paths['markdown']}, {paths['samples']}", file=sys.stderr)
     return 0
+
+
+def scoring_defaults(predictions: Path, clean: str | None, labeler: str | None) -> tuple[str, str, str]:
+    """The cleaning and labeler ``evaluate`` uses, and why.
+
+    Predictions written by ``generate`` carry a ``P.jsonl.meta.json`` sidecar
+    with the checkpoint's recipe: its ``evaluate.clean`` and ``evaluate.labeler``
+    are then the defaults, so that a run is scored as its recipe (and the demo)
+    scores it. Predictions from anywhere else are scored as given (``none``):
+    the tool cannot know which cleaning their references already had.
+    """
+    import json
+
+    from s2d_align.inference.generation import sidecar_path
+
+    sidecar = sidecar_path(predictions)
+    recipe = {}
+    if sidecar.is_file() and (clean is None or labeler is None):
+        recipe = json.loads(sidecar.read_text(encoding="utf-8")).get("evaluate", {})
+    given = " and ".join(f for f, v in (("--clean", clean), ("--labeler", labeler)) if v)
+    if clean and labeler:
+        why = f"{given} from the command line"
+    elif recipe:
+        why = (f"{given} from the command line, the rest" if given else "both") + f" from the checkpoint recipe in {sidecar}"
+    else:
+        why = ((f"{given} from the command line; " if given else "")
+               + f"no {sidecar.name} from generate, so defaults: the text is scored as given")
+    return clean or recipe.get("clean", "none"), labeler or recipe.get("labeler", "rules"), why
 
 
 def cmd_label(args: argparse.Namespace) -> int:
@@ -238,7 +300,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="s2d-align", description=__doc__.splitlines()[0])
+    from s2d_align import __version__
+
+    parser = argparse.ArgumentParser(prog="s2d-align", description=DESCRIPTION, formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="the whole method on the phantom dataset, start to finish")
@@ -252,22 +317,22 @@ def build_parser() -> argparse.ArgumentParser:
         dest="source", required=True, metavar="SOURCE"
     )
     phantom = prepare.add_parser("phantom", help="the procedurally drawn phantom dataset")
-    phantom.add_argument("--out", required=True)
-    phantom.add_argument("--studies", type=int, default=600)
-    phantom.add_argument("--seed", type=int, default=0)
-    phantom.add_argument("--image-size", type=int, default=128)
+    phantom.add_argument("--out", required=True, help="folder for manifest.jsonl, images/ and prepare_report.json")
+    phantom.add_argument("--studies", type=int, default=600, help="number of phantom studies to draw")
+    phantom.add_argument("--seed", type=int, default=0, help="seed of the patients, findings and split")
+    phantom.add_argument("--image-size", type=int, default=128, help="side of the square radiographs, in pixels")
     phantom.set_defaults(func=cmd_prepare_phantom)
 
     tiny = prepare.add_parser("tiny-models", help="tiny random base models (vision, text, LLM) for demos and tests")
     tiny.add_argument("--manifest", required=True, help="manifest whose reports train the tiny tokenizers")
-    tiny.add_argument("--out", required=True)
-    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--out", required=True, help="folder for the vision/, text/ and llm/ model folders")
+    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights and tokenizers")
     tiny.set_defaults(func=cmd_prepare_tiny_models)
 
     iu = prepare.add_parser("iu-xray", help="IU X-Ray (Open-i) reports and PNGs")
     iu.add_argument("--reports", required=True, help="ecgen-radiology/ folder of report XMLs, or NLMCXR_reports.tgz")
     iu.add_argument("--images", required=True, help="folder holding the Open-i PNGs (searched recursively)")
-    iu.add_argument("--out", required=True)
+    iu.add_argument("--out", required=True, help="folder for manifest.jsonl and prepare_report.json")
     iu.add_argument("--annotation", help="R2Gen annotation.json: use its ids and split")
     iu.add_argument("--seed", type=int, default=0, help="seed of the hashed, about 70/10/20 split by patient without --annotation")
     iu.add_argument("--views-csv", help="CSV of image -> view (e.g. Kaggle's indiana_projections.csv)")
@@ -279,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     mimic = prepare.add_parser("mimic-cxr", help="MIMIC-CXR-JPG images and MIMIC-CXR reports")
     mimic.add_argument("--jpg-root", required=True, help="MIMIC-CXR-JPG root (split/metadata CSVs and files/)")
     mimic.add_argument("--reports", required=True, help="folder whose files/ holds pXX/pSUBJECT/sSTUDY.txt")
-    mimic.add_argument("--out", required=True)
+    mimic.add_argument("--out", required=True, help="folder for manifest.jsonl and prepare_report.json")
     mimic.add_argument("--views", default="all", choices=["all", "frontal"], help="keep all views or the frontal ones only (PA, AP, AP AXIAL, decubitus PA/AP)")
     mimic.add_argument("--reference-fallback", default="none", choices=["none", "retrieval"],
                        help="reference of a study without an earlier one: none (default) or retrieval")
@@ -294,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     r2gen = prepare.add_parser("r2gen", help="import an R2Gen annotation.json (IU X-Ray or MIMIC-CXR)")
     r2gen.add_argument("--annotation", required=True, help="R2Gen's annotation.json: its ids, split and reports")
     r2gen.add_argument("--images", required=True, help="the folder R2Gen's image_path entries are relative to")
-    r2gen.add_argument("--out", required=True)
+    r2gen.add_argument("--out", required=True, help="folder for manifest.jsonl and prepare_report.json")
     r2gen.add_argument("--dataset", default="auto", choices=["auto", "iu_xray", "mimic_cxr"],
                        help="which dataset the file describes (default: mimic_cxr if entries have study_id)")
     r2gen.add_argument("--reference", default="none", choices=["none", "retrieval"],
@@ -315,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="format", required=True, metavar="FORMAT"
     )
     export_r2gen = export.add_parser("r2gen", help="R2Gen annotation.json")
-    export_r2gen.add_argument("--manifest", required=True)
+    export_r2gen.add_argument("--manifest", required=True, help="manifest.jsonl to export")
     export_r2gen.add_argument("--out", required=True, help="annotation.json to write")
     export_r2gen.add_argument("--image-root", help="make image paths relative to this folder (default: their common folder)")
     export_r2gen.add_argument("--per-image", action="store_true", help="one entry per image, as R2Gen's MIMIC-CXR file")
@@ -329,22 +394,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="write reports for a split, from the images alone")
     generate.add_argument("--checkpoint", required=True, help="a stage checkpoint folder")
-    generate.add_argument("--manifest", required=True)
-    generate.add_argument("--split", default="test", choices=["train", "val", "test"])
+    generate.add_argument("--manifest", required=True, help="manifest.jsonl whose studies to write reports for")
+    generate.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split of the manifest")
     generate.add_argument("--output", required=True, help="predictions JSONL")
-    generate.add_argument("overrides", nargs="*", help="generation settings, key=value (e.g. num_beams=1)")
+    generate.add_argument("--images", help="folder the manifest's image paths may lie in, besides the manifest's own "
+                          "folder (e.g. the --images given to prepare)")
+    generate.add_argument("--allow-absolute-paths", action="store_true",
+                          help="accept image paths anywhere on this machine (only for a manifest you trust)")
+    generate.add_argument("overrides", nargs="*",
+                          help="generation settings, key=value or generate.key=value (e.g. num_beams=1)")
     generate.set_defaults(func=cmd_generate)
 
     evaluate = commands.add_parser("evaluate", help="score predictions JSONL (NLG, clinical efficacy, RadGraph F1)")
     evaluate.add_argument("--predictions", required=True, help='JSONL, one {"id", "reference", "prediction"} per line')
     evaluate.add_argument("--output", required=True, help="metrics JSON; the .md table and .samples.csv go beside it")
-    _add_scoring_flags(evaluate, default_metrics=None)
+    _add_scoring_flags(evaluate, default_metrics=None, recipe_defaults=True)
     evaluate.add_argument("--radgraph-annotations", help="JSON keyed by id: {reference: RadGraph, prediction: RadGraph}")
     evaluate.add_argument("--radgraph-reference", help="RadGraph JSON of the references, keyed by id")
     evaluate.add_argument("--radgraph-prediction", help="RadGraph JSON of the predictions, keyed by id")
     evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (0: none)")
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--confidence", type=float, default=0.95)
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    evaluate.add_argument("--confidence", type=float, default=0.95, help="level of the bootstrap intervals")
     evaluate.set_defaults(func=cmd_evaluate)
 
     label = commands.add_parser("label", help="CheXpert labels (14 observations) for report texts")
@@ -359,34 +429,67 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scoring_flags(compare, default_metrics="bleu,rouge_l,cider,ce,radgraph")  # METEOR: no per-report statistics
     compare.add_argument("--radgraph-a", help='RadGraph annotations for system A: {id: {"reference": ..., "prediction": ...}}')
     compare.add_argument("--radgraph-b", help="the same for system B")
-    compare.add_argument("--test", default="bootstrap", choices=["bootstrap", "permutation"])
+    compare.add_argument("--test", default="bootstrap", choices=["bootstrap", "permutation"],
+                         help="paired bootstrap or approximate randomisation")
     compare.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples / randomisation rounds")
-    compare.add_argument("--seed", type=int, default=0)
-    compare.add_argument("--confidence", type=float, default=0.95)
+    compare.add_argument("--seed", type=int, default=0, help="seed of the resampling")
+    compare.add_argument("--confidence", type=float, default=0.95, help="level of the interval of the difference")
     compare.add_argument("--output", help="also write the result as JSON")
     compare.set_defaults(func=cmd_compare)
+    _teach(parser)
     return parser
 
 
-def _add_labeler_flags(parser: argparse.ArgumentParser) -> None:
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Help that shows every flag's default (unless its sentence already names it) and keeps examples' layout."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, argparse.SUPPRESS, []) and action.option_strings
+        if shown and "default" not in text.lower() and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _teach(parser: argparse.ArgumentParser) -> None:
+    """Every (sub)command prints its help with :class:`_Formatter`."""
+    parser.formatter_class = _Formatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _teach(sub)
+
+
+def _add_labeler_flags(parser: argparse.ArgumentParser, recipe_defaults: bool = False) -> None:
     from s2d_align.evaluation.labelers import LABELERS
 
-    parser.add_argument("--labeler", default="rules", choices=LABELERS)
+    if recipe_defaults:
+        parser.add_argument("--labeler", default=None, choices=LABELERS,
+                            help="CheXpert labeler for clinical efficacy (default: the checkpoint recipe's when the "
+                                 "predictions have a generate sidecar, else rules)")
+    else:
+        parser.add_argument("--labeler", default="rules", choices=LABELERS,
+                            help="CheXpert labeler for clinical efficacy: rule-based or the CheXbert model")
     parser.add_argument("--chexbert-checkpoint", help="the published chexbert.pth (for --labeler chexbert)")
     parser.add_argument("--bert-dir", help="local bert-base-uncased folder: config.json and tokenizer (for chexbert)")
     parser.add_argument("--device", default="cpu", help="torch device for chexbert (cpu, cuda, cuda:1, ...)")
     parser.add_argument("--batch-size", type=int, default=32, help="chexbert batch size")
 
 
-def _add_scoring_flags(parser: argparse.ArgumentParser, default_metrics: str | None) -> None:
+def _add_scoring_flags(parser: argparse.ArgumentParser, default_metrics: str | None, recipe_defaults: bool = False) -> None:
     from s2d_align.evaluation.cleaning import CLEANERS
 
-    parser.add_argument("--clean", default="none", choices=list(CLEANERS),
-                        help="cleaning applied to both sides before scoring (default: none, text as given)")
+    if recipe_defaults:
+        parser.add_argument("--clean", default=None, choices=list(CLEANERS),
+                            help="cleaning applied to both sides before scoring (default: the checkpoint recipe's "
+                                 "when the predictions have a generate sidecar P.jsonl.meta.json, else none)")
+    else:
+        parser.add_argument("--clean", default="none", choices=list(CLEANERS),
+                            help="cleaning applied to both sides before scoring (default: none, text as given)")
     parser.add_argument("--metrics", default=default_metrics,
                         help="comma-separated subset of bleu,rouge_l,cider,meteor,ce,radgraph "
                              f"(default: {default_metrics or 'all that can run'})")
-    _add_labeler_flags(parser)
+    _add_labeler_flags(parser, recipe_defaults)
 
 
 def _add_common_prepare_options(parser: argparse.ArgumentParser, check_default: str) -> None:
@@ -403,10 +506,14 @@ def _add_common_prepare_options(parser: argparse.ArgumentParser, check_default: 
     parser.add_argument("--workers", type=int, default=None,
                         help="threads for reading files (default: min(32, 4 x cores))")
     group = parser.add_argument_group("key-phrase refinement (paper, appendix A)")
-    group.add_argument("--refiner", default="none", choices=["none", "hf", "openai"])
+    group.add_argument("--refiner", default="none", choices=["none", "hf", "openai"],
+                       help="rewrite composed key phrases with an LLM: none, a local HF model, or an OpenAI-compatible server")
     group.add_argument("--refiner-model", help="hf: local folder or hub id; openai: the served model name")
-    group.add_argument("--refiner-url", help="openai: base URL of an OpenAI-compatible server, e.g. http://localhost:8000/v1")
+    group.add_argument("--refiner-url", help="openai: base URL of an OpenAI-compatible server, e.g. http://localhost:8000/v1; "
+                       "the API key goes only to https or localhost URLs")
     group.add_argument("--refiner-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    group.add_argument("--allow-insecure-refiner-url", action="store_true",
+                       help="send the API key to a plain-http URL other than localhost (it travels unencrypted)")
     group.add_argument("--refiner-device", default="cpu", help="hf: torch device")
     group.add_argument("--few-shot", help="few-shot pool (JSON/JSONL of {input, output}); default: the shipped example")
     group.add_argument("--few-shot-k", type=int, default=4, help="examples per prompt")

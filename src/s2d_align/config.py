@@ -124,6 +124,10 @@ class DataConfig:
     # from stages that use references.
     missing_reference: Literal["empty", "skip"] = "empty"
     num_workers: int = 0
+    # Image paths must lie in the manifest's folder or in this one (the --images / --jpg-root
+    # given to prepare) unless absolute paths are allowed: see data.manifest.check_image_paths.
+    image_root: str | None = None
+    allow_absolute_paths: bool = False
 
 
 # --------------------------------------------------------------------------- training

@@ -263,3 +263,30 @@ def test_build_refiner(tmp_path):
         build_refiner("hf", tmp_path / "c.sqlite")
     with pytest.raises(ValueError, match="needs --refiner-url"):
         build_refiner("openai", tmp_path / "c.sqlite", model="m")
+
+
+@pytest.mark.parametrize("url, allowed", [
+    ("https://api.openai.com/v1", True), ("http://localhost:8000/v1", True), ("http://127.0.0.1:8000/v1", True),
+    ("http://[::1]:8000/v1", True), ("http://host:8000/v1", False), ("http://10.0.0.5/v1", False),
+    ("http://localhost.evil.example/v1", False), ("ftp://localhost/v1", False),
+])
+def test_key_may_go_only_to_https_or_this_machine(url, allowed):
+    assert refiners.key_may_go_to(url) is allowed
+
+
+def test_the_api_key_is_not_sent_to_a_plain_http_host(tmp_path, monkeypatch):
+    sent = []
+    monkeypatch.setattr(refiners.urllib.request, "urlopen", lambda request, **kw: sent.append(request))
+    monkeypatch.setenv("S2D_TEST_KEY", "secret")
+    with pytest.raises(ValueError, match=r"\$S2D_TEST_KEY would be sent unencrypted .*--allow-insecure-refiner-url"):
+        build_refiner("openai", tmp_path / "c.sqlite", model="m", url="http://attacker.example:8000/v1",
+                      api_key_env="S2D_TEST_KEY")
+    assert sent == []
+    allowed = build_refiner("openai", tmp_path / "c.sqlite", model="m", url="http://attacker.example:8000/v1",
+                            api_key_env="S2D_TEST_KEY", allow_insecure_url=True)
+    assert allowed.api_key == "secret"
+    assert build_refiner("openai", tmp_path / "c.sqlite", model="m", url="https://api.example/v1",
+                         api_key_env="S2D_TEST_KEY").api_key == "secret"
+    monkeypatch.delenv("S2D_TEST_KEY")  # no key: nothing to leak, any URL is fine
+    assert build_refiner("openai", tmp_path / "c.sqlite", model="m", url="http://host:8000/v1",
+                         api_key_env="S2D_TEST_KEY").api_key is None

@@ -120,11 +120,11 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_world, tmp_path, 
 
 def test_patience_stops_a_stage(tiny_world, tmp_path):
     config = tiny_world.config(
-        "train.stages=[{name: s1, contexts: [image], epochs: 6, lr: 0.0, patience: 1}]", "train.eval_every=1"
+        "train.stages=[{name: s1, contexts: [image], epochs: 6, lr: 1.0e-12, patience: 1}]", "train.eval_every=1"
     )
     (result,) = train(config, tmp_path / "run")
     assert result.stopped == "no improvement in 1 evaluations"
-    assert result.steps == 2  # lr 0: the second evaluation cannot improve on the first
+    assert result.steps == 2  # lr 1e-12 moves no float32 weight: the second evaluation cannot improve on the first
     assert result.epochs_run == 1
 
 

@@ -27,6 +27,7 @@ The auxiliary fields (``reference_id``, ``key_phrases``, ``labels``,
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -168,3 +169,40 @@ def image_path(manifest: str | Path, relative: str) -> Path:
     """Resolve an image path of a manifest record: relative paths are relative to the manifest's folder."""
     candidate = Path(relative)
     return candidate if candidate.is_absolute() else Path(manifest).resolve().parent / candidate
+
+
+def outside_roots(manifest: str | Path, relative: str, roots: Iterable[str | Path] = ()) -> bool:
+    """True when an image path leaves the manifest's folder and every root in ``roots``.
+
+    Paths are normalised (``..`` folded) but symlinks are not followed: a folder
+    of images linked into the manifest's folder stays inside it.
+    """
+    path = Path(os.path.normpath(os.path.abspath(image_path(manifest, relative))))
+    allowed = [Path(manifest).resolve().parent, Path(os.path.abspath(Path(manifest).parent)),
+               *(Path(os.path.normpath(os.path.abspath(Path(r).expanduser()))) for r in roots)]
+    return not any(path == root or root in path.parents for root in allowed)
+
+
+def check_image_paths(studies: Iterable[Study], manifest: str | Path, roots: Iterable[str | Path] = (),
+                      allow_absolute: bool = False) -> None:
+    """Refuse image paths outside the manifest's folder and the given image roots, before any image is read.
+
+    A manifest received from someone else could otherwise make training or
+    generation read any file the user can read (``/home/me/.ssh/id_rsa``,
+    ``../../secrets``). The builders write absolute paths into the image
+    folder they were given: pass that folder as a root (``data.image_root`` /
+    ``--images``), or allow absolute paths explicitly.
+    """
+    if allow_absolute:
+        return
+    roots = [r for r in roots if r]
+    bad = [(s.id, p) for s in studies for p in s.images if outside_roots(manifest, p, roots)]
+    if bad:
+        listing = "\n".join(f"  {rid}: {path}" for rid, path in bad[:10])
+        more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+        inside = ", ".join([str(Path(manifest).resolve().parent), *map(str, roots)])
+        raise ManifestError(
+            f"{manifest}: {len(bad)} image path(s) lie outside {inside}:\n{listing}{more}\n"
+            "name the folder holding the images (train: data.image_root=DIR; generate: --images DIR), "
+            "or allow any path (data.allow_absolute_paths=true / --allow-absolute-paths) if you trust this manifest"
+        )

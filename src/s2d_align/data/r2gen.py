@@ -32,7 +32,7 @@ from s2d_align.data.assembly import attach_key_phrases, attach_references, vet_i
 from s2d_align.data.images import MAX_PIXELS
 from s2d_align.data.key_phrases import NoRefiner, Refiner
 from s2d_align.data.leakage import check_patient_disjoint
-from s2d_align.data.manifest import Study, image_path
+from s2d_align.data.manifest import Study, image_path, outside_roots
 from s2d_align.data.prepare_report import PrepareError, PrepareReport
 
 SPLIT_NAMES = {
@@ -166,6 +166,10 @@ def studies_from_annotation(
             report.skip(key, "no_findings", "the annotation's report is empty")
             continue
         paths = list(dict.fromkeys(str((images / p).resolve()) for m in members for p in m.image_path))
+        outside = [p for m in members for p in m.image_path if outside_roots(images / "annotation", p)]
+        if outside:
+            report.skip(key, "image_outside_root", f"image path {outside[0]!r} leaves {images}")
+            continue
         if not paths:
             report.skip(key, "no_usable_images", "the entry lists no image")
             continue

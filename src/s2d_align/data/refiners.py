@@ -451,6 +451,19 @@ class OpenAIRefiner(CachedRefiner):
 
 # --------------------------------------------------------------------------- factory
 
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def key_may_go_to(url: str) -> bool:
+    """An API key may travel to ``url``: https anywhere, plain http only to this machine."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme == "https":
+        return True
+    return parts.scheme == "http" and (host in LOCAL_HOSTS or host.endswith(".localhost") or host.startswith("127."))
+
 
 def build_refiner(
     kind: str,
@@ -465,8 +478,14 @@ def build_refiner(
     max_retries: int = 5,
     api_key_env: str = "OPENAI_API_KEY",
     device: str = "cpu",
+    allow_insecure_url: bool = False,
 ):
-    """The refiner the command line asks for (``none``, ``hf`` or ``openai``)."""
+    """The refiner the command line asks for (``none``, ``hf`` or ``openai``).
+
+    The API key is sent only to an https URL or to this machine (localhost,
+    127.0.0.1, ::1); any other plain-http URL would carry it in clear text
+    across the network, so it needs ``allow_insecure_url``.
+    """
     if kind == "none":
         return NoRefiner()
     if not model:
@@ -478,8 +497,14 @@ def build_refiner(
     if kind == "openai":
         if not url:
             raise ValueError("--refiner openai needs --refiner-url, e.g. http://localhost:8000/v1")
+        api_key = os.environ.get(api_key_env)
+        if api_key and not allow_insecure_url and not key_may_go_to(url):
+            raise ValueError(
+                f"--refiner-url {url}: ${api_key_env} would be sent unencrypted to another machine; use https, "
+                "a localhost URL, or --allow-insecure-refiner-url if the network between is trusted"
+            )
         return OpenAIRefiner(
-            model, url, pool, cache, k=k, api_key=os.environ.get(api_key_env), timeout=timeout,
+            model, url, pool, cache, k=k, api_key=api_key, timeout=timeout,
             max_retries=max_retries, concurrency=concurrency,
         )
     raise ValueError(f"unknown refiner {kind!r}; expected none, hf or openai")

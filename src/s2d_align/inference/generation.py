@@ -16,9 +16,10 @@ from typing import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from s2d_align import atomic
 from s2d_align.config import GenerateConfig
 from s2d_align.data.dataset import Collator, ImageOnlyDataset, image_only_items
-from s2d_align.data.manifest import read_manifest
+from s2d_align.data.manifest import check_image_paths, read_manifest
 
 
 def generation_settings(settings: GenerateConfig) -> dict:
@@ -45,23 +46,80 @@ def generate_reports(built, dataset: ImageOnlyDataset, settings: GenerateConfig,
             yield {"id": study_id, "reference": truth, "prediction": text.strip()}
 
 
-def generate_file(checkpoint: Path, manifest: Path, split: str, output: Path, overrides: Sequence[str] = ()) -> int:
+def generate_file(checkpoint: Path, manifest: Path, split: str, output: Path, overrides: Sequence[str] = (),
+                  images: Path | None = None, allow_absolute_paths: bool = False) -> int:
     """Load a stage checkpoint, generate for ``split`` of ``manifest``, write predictions JSONL.
 
-    ``overrides`` change the checkpoint's generation settings (``num_beams=1``).
+    ``overrides`` change the checkpoint's generation settings (``num_beams=1`` or
+    ``generate.num_beams=1``). The predictions are written to a temporary file
+    and renamed at the end, so a failure leaves an earlier ``output`` whole;
+    ``output.meta.json`` beside them records the checkpoint and its recipe's
+    scoring settings, which ``evaluate`` then uses by default.
     """
     from s2d_align.training.checkpoint import load_checkpoint
 
-    built, config, _ = load_checkpoint(checkpoint, [f"generate.{o}" for o in overrides])
+    atomic.refuse_overwrite(output, {"--manifest": manifest})
+    meta = check_checkpoint(Path(checkpoint))
     studies = [s for s in read_manifest(manifest) if s.split == split]
     if not studies:
         raise ValueError(f"{manifest}: no studies in split {split!r}")
-    dataset = ImageOnlyDataset(image_only_items(studies, manifest), built.preprocess, config.data.max_images)
+    # The image roots come from the command line only, never from the checkpoint's own config.
+    check_image_paths(studies, manifest, [images], allow_absolute_paths)
+    items = image_only_items(studies, manifest)
+    _check_images_exist(items, manifest)
+    built, config, _ = load_checkpoint(checkpoint, generation_overrides(overrides))
+    dataset = ImageOnlyDataset(items, built.preprocess, config.data.max_images)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    output.parent.mkdir(parents=True, exist_ok=True)
     count = 0
-    with output.open("w", encoding="utf-8") as handle:
+    with atomic.atomic_open(output) as handle:
         for record in generate_reports(built, dataset, config.generate, device):
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
+    atomic.write_json(sidecar_path(output), {
+        "checkpoint": str(Path(checkpoint).resolve()), "stage": meta.get("stage"), "manifest": str(manifest),
+        "split": split, "generate": generation_settings(config.generate) | {"batch_size": config.generate.batch_size},
+        "evaluate": {"clean": config.evaluate.clean, "labeler": config.evaluate.labeler},
+    })
     return count
+
+
+def sidecar_path(predictions: Path) -> Path:
+    """``P.jsonl`` -> ``P.jsonl.meta.json``: where generation records what produced the predictions."""
+    predictions = Path(predictions)
+    return predictions.with_name(predictions.name + ".meta.json")
+
+
+def generation_overrides(overrides: Sequence[str]) -> list[str]:
+    """``num_beams=2`` and ``generate.num_beams=2`` both mean ``generate.num_beams=2``."""
+    return [o if o.strip().startswith("generate.") else f"generate.{o}" for o in overrides]
+
+
+def check_checkpoint(directory: Path) -> dict:
+    """The stage's metadata, or an error that says what the folder is and what to pass instead."""
+    from s2d_align.training.checkpoint import META_FILE, read_meta
+
+    if not directory.exists():
+        raise FileNotFoundError(f"{directory}: no such checkpoint folder")
+    if not directory.is_dir():
+        raise ValueError(f"{directory}: a checkpoint is a stage folder such as RUN/checkpoints/s3, not a file")
+    stages = sorted(p.name for p in (directory / "checkpoints").glob("*") if (p / META_FILE).is_file())
+    if stages:
+        raise ValueError(f"{directory} is a run folder, not a stage checkpoint; pass one of its stages: "
+                         + ", ".join(str(directory / "checkpoints" / s) for s in stages))
+    if not any(directory.iterdir()):
+        raise ValueError(f"{directory}: the folder is empty; pass a stage folder written by train (RUN/checkpoints/s3)")
+    meta = read_meta(directory)
+    if meta is None:
+        raise ValueError(f"{directory}: not a finished checkpoint (no {META_FILE}); train first, or resume the run")
+    if not meta.get("complete"):
+        raise ValueError(f"{directory}: stage {meta.get('stage', directory.name)!r} did not finish (complete: false in "
+                         f"{META_FILE}); resume it with the same `s2d-align train --config ... --out RUN` command first")
+    return meta
+
+
+def _check_images_exist(items, manifest: Path) -> None:
+    missing = [(item.id, path) for item in items for path in item.images if not path.is_file()]
+    if missing:
+        listing = "\n".join(f"  record {rid}: {path}" for rid, path in missing[:20])
+        more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
+        raise FileNotFoundError(f"{len(missing)} image(s) named by {manifest} do not exist:\n{listing}{more}")

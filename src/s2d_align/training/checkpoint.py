@@ -112,27 +112,50 @@ def begin_resume_state(directory: Path) -> None:
 
 
 def save_rng_state(directory: Path, process_index: int) -> None:
-    """This process's random generators (torch CPU and CUDA, Python, NumPy), so that dropout resumes exactly."""
+    """This process's random generators (torch CPU and CUDA, Python, NumPy), so that dropout resumes exactly.
+
+    Stored as tensors, ints, floats and strings only, so that :func:`load_rng_state`
+    reads it with ``weights_only=True``: a run folder received from someone
+    else cannot run code through a pickled object.
+    """
+    version, python_state, gauss_next = random.getstate()
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     states = {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": version, "state": torch.tensor(python_state, dtype=torch.int64), "gauss_next": gauss_next},
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
     }
-    torch.save(states, directory / LAST_DIR / f"rng-{process_index}.pt")
+    with atomic.atomic_open(directory / LAST_DIR / f"rng-{process_index}.pt", "wb") as handle:
+        torch.save(states, handle)
 
 
 def load_rng_state(directory: Path, process_index: int) -> dict[str, Any] | None:
+    """The states :func:`save_rng_state` wrote, read with ``weights_only=True`` (no pickled objects run)."""
+    import pickle
+
     path = directory / LAST_DIR / f"rng-{process_index}.pt"
-    return torch.load(path, weights_only=False) if path.is_file() else None  # our own file: Python and NumPy states
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path}: not a random-state file of this version (it holds objects other than tensors and numbers, "
+            f"which are never unpickled); delete {path.parent} to restart the stage from its last checkpoint"
+        ) from err
 
 
 def restore_rng_state(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    python = states["python"]
+    random.setstate((python["version"], tuple(int(v) for v in python["state"].tolist()), python["gauss_next"]))
+    numpy = states["numpy"]
+    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
+                         numpy["cached_gaussian"]))
 
 
 def load_resume_state(directory: Path, model, optimizer, scheduler) -> dict[str, Any] | None:

@@ -16,14 +16,17 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from s2d_align.config import Config, StageConfig, load_config, save_config, to_dict
+from s2d_align.config import (
+    Config, StageConfig, check_config, check_model_paths, differing_keys, load_config, save_config, to_dict,
+)
 from s2d_align.data.dataset import Collator, TrainingDataset
 from s2d_align.data.images import find_unreadable
-from s2d_align.data.manifest import Study, image_path, read_manifest
+from s2d_align.data.manifest import Study, check_image_paths, image_path, read_manifest
 from s2d_align.training import checkpoint as ckpt
 from s2d_align.training.curriculum import apply_stage, stage_contexts
 
@@ -49,9 +52,12 @@ def train(config: Config, out: Path) -> list[StageResult]:
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
     out = Path(out)
-    _claim_run_folder(config, out)
+    _check_run_folder(config, out)  # nothing is written to ``out`` until every start-up check has passed
+    check_config(config)
+    check_model_paths(config)
     manifest = Path(config.data.manifest)
     studies = read_manifest(manifest)
+    check_image_paths(studies, manifest, [config.data.image_root], config.data.allow_absolute_paths)
     train_studies = [s for s in studies if s.split == "train"]
     val_studies = [s for s in studies if s.split == "val"]
     if not train_studies or not val_studies:
@@ -74,6 +80,7 @@ def train(config: Config, out: Path) -> list[StageResult]:
 
     built = build_model(config.model)
     model = built.model
+    _claim_run_folder(config, out)
     collate = Collator(
         built.tokenizers.llm, built.tokenizers.text, config.data.max_report_tokens, config.model.text.max_length
     )
@@ -321,23 +328,46 @@ def _stop_on_non_finite(accelerator, stage, directory, state, what: str, value: 
     raise TrainingError(f"stage {stage.name} stopped at step {state['step']}: the {what} is {value}; {advice}.")
 
 
-def _claim_run_folder(config: Config, out: Path) -> None:
+def _check_run_folder(config: Config, out: Path) -> None:
     """A run folder belongs to one config: resuming with another would mix two experiments.
+
+    Only reads; the error lists the keys that differ.
+    """
+    path = out / "config.yaml"
+    if not path.is_file():
+        return
+    previous = load_config(path)
+    keys = differing_keys(previous, config)
+    if keys:
+        flat_old, flat_new = _flat(previous), _flat(config)
+        shown = "\n".join(f"  {k}: {flat_old.get(k)!r} there, {flat_new.get(k)!r} now" for k in keys[:20])
+        more = f"\n  ... and {len(keys) - 20} more" if len(keys) > 20 else ""
+        raise TrainingError(
+            f"{out} holds a run with a different config ({path}); {len(keys)} key(s) differ:\n{shown}{more}\n"
+            "use another --out, or the same recipe and overrides to resume"
+        )
+
+
+def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
+    data = to_dict(config)
+    if isinstance(data, dict):
+        return {k: v for name, value in data.items() for k, v in _flat(value, f"{prefix}.{name}" if prefix else name).items()}
+    if isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
+        return {k: v for i, value in enumerate(data) for k, v in _flat(value, f"{prefix}[{i}]").items()}
+    return {prefix: data}
+
+
+def _claim_run_folder(config: Config, out: Path) -> None:
+    """Write the run's config once every start-up check has passed, so that a failed start leaves ``out`` as it was.
 
     Every process checks; only the main one writes (atomically, so the others read all of it or nothing).
     """
     from accelerate import PartialState
 
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "config.yaml"
-    if path.is_file():
-        previous = load_config(path)
-        if to_dict(previous) != to_dict(config):
-            raise TrainingError(
-                f"{out} holds a run with a different config ({path}); use another --out, or the same recipe to resume"
-            )
-    elif PartialState().is_main_process:
-        save_config(config, path)
+    _check_run_folder(config, out)
+    if not (out / "config.yaml").is_file() and PartialState().is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
 
 
 def _check_references(studies: list[Study], manifest: Path) -> None:
