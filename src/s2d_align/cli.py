@@ -75,16 +75,22 @@ def cmd_prepare_tiny_models(args: argparse.Namespace) -> int:
     paths = build_tiny_models(Path(args.out), manifest=Path(args.manifest), seed=args.seed)
     for role, path in paths.items():
         print(f"{role}: {path}")
-    print("\nto train on them, add these overrides to `s2d-align train` (the demo recipe sizes the adapter for them):")
-    print("  " + " ".join(tiny_model_overrides(paths, Path(args.manifest))))
+    print("\nto train on your data with them, run (the demo recipe sizes the adapter for tiny models):")
+    print("  s2d-align train --config demo --out runs/mine " + " ".join(tiny_model_overrides(paths, Path(args.manifest))))
     return 0
 
 
 def tiny_model_overrides(paths: dict, manifest: Path) -> list[str]:
-    """The ``key=value`` overrides that point a recipe at tiny models and at ``manifest``."""
+    """The ``key=value`` overrides that point a recipe at tiny models, at ``manifest`` and at its images."""
+    from s2d_align.data.manifest import image_path, outside_roots, read_manifest
+
     roles = {"vision": "model.vision.name_or_path", "text": "model.text.name_or_path", "llm": "model.llm.name_or_path"}
     overrides = [f"{roles[role]}={Path(path).resolve()}" for role, path in paths.items() if role in roles]
-    return [*overrides, "model.text.trust_remote_code=false", "model.llm.dtype=float32", f"data.manifest={manifest.resolve()}"]
+    overrides.append(f"data.manifest={manifest.resolve()}")
+    images = [image_path(manifest, p) for s in read_manifest(manifest) for p in s.images]
+    if any(outside_roots(manifest, str(p)) for p in images):
+        overrides.append(f"data.image_root={os.path.commonpath([str(p.parent) for p in images])}")
+    return overrides
 
 
 def _refiner(args: argparse.Namespace):

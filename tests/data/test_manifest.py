@@ -59,3 +59,24 @@ def test_duplicates_and_bad_json(tmp_path):
     path.write_text("\n")
     with pytest.raises(ManifestError, match="empty"):
         read_manifest(path)
+
+
+def test_image_paths_must_stay_inside_the_manifest_folder_or_a_given_root(tmp_path):
+    from s2d_align.data.manifest import ManifestError, check_image_paths, outside_roots
+
+    manifest = tmp_path / "data" / "manifest.jsonl"
+    manifest.parent.mkdir()
+    (tmp_path / "data" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    assert not outside_roots(manifest, "images/a.png")
+    assert not outside_roots(manifest, "linked/a.png")  # a linked image folder stays inside
+    assert not outside_roots(manifest, str(tmp_path / "data" / "images" / "a.png"))
+    assert outside_roots(manifest, "../secret.png")
+    assert outside_roots(manifest, "images/../../secret.png")
+    assert outside_roots(manifest, "/etc/passwd")
+    assert not outside_roots(manifest, "/srv/xray/p10/a.jpg", roots=["/srv/xray"])
+    assert outside_roots(manifest, "/srv/xray-other/a.jpg", roots=["/srv/xray"])
+    study = Study(id="s1", split="train", subject_id="p", study_id="s1", images=("/etc/passwd",), findings="f")
+    with pytest.raises(ManifestError, match=r"(?s)1 image path\(s\) lie outside .*\n  s1: /etc/passwd\n"):
+        check_image_paths([study], manifest)
+    check_image_paths([study], manifest, allow_absolute=True)
+    check_image_paths([study], manifest, roots=["/etc"])

@@ -140,3 +140,21 @@ def test_import_refuses_a_study_in_two_splits(tmp_path):
     annotation = _write(tmp_path / "a.json", {"train": [entry("d1", paths[0], "train")], "test": [entry("d2", paths[1], "test")]})
     with pytest.raises(LeakageError, match=r"patient 10000001: test \(d2\), train \(d1\)"):
         prepare_r2gen(annotation, images, tmp_path / "out")
+
+
+def test_import_skips_entries_whose_images_leave_the_images_folder(tmp_path):
+    images = tmp_path / "images"
+    for study in ("CXR1_IM-0001", "CXR2_IM-0002", "CXR3_IM-0003"):
+        (images / study).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(images / study / "0.png")
+    secret = tmp_path / "secret.png"
+    Image.new("L", (8, 8)).save(secret)
+    _write(tmp_path / "a.json", {
+        "train": [{"id": "CXR1_IM-0001", "report": "r one", "image_path": ["CXR1_IM-0001/0.png"]},
+                  {"id": "CXR2_IM-0002", "report": "r two", "image_path": ["../secret.png"]}],
+        "val": [{"id": "CXR3_IM-0003", "report": "r three", "image_path": [str(secret)]}],
+        "test": [],
+    })
+    manifest, report = prepare_r2gen(tmp_path / "a.json", images, tmp_path / "out", dataset="iu_xray")
+    assert [s.id for s in read_manifest(manifest)] == ["CXR1_IM-0001"]
+    assert report.skipped_by_reason() == {"image_outside_root": 2}

@@ -70,7 +70,7 @@ def test_image_paths_outside_the_manifest_folder_are_refused(run, tiny_world, tm
 
     real_open = PIL.Image.open
     monkeypatch.setattr(PIL.Image, "open", lambda fp, *a, **k: opened.append(str(fp)) or real_open(fp, *a, **k))
-    with pytest.raises(ManifestError, match=r"image path\(s\) lie outside .*--allow-absolute-paths"):
+    with pytest.raises(ManifestError, match=r"(?s)image path\(s\) lie outside .*--allow-absolute-paths"):
         generate_file(run / "checkpoints" / "s1", manifest, "test", inner / "p.jsonl")
     assert not any("id_rsa" in p for p in opened)
     assert not (inner / "p.jsonl").exists()
