@@ -41,6 +41,19 @@ def test_intervals_are_seeded_and_bracket_the_estimate():
     assert first["constant"] == [pytest.approx(0.3), pytest.approx(0.3)]
 
 
+def test_intervals_are_the_asked_percentiles_exactly():
+    # Ten reports valued 0.0 .. 0.9, 2000 seeded resamples: the 5th/95th and 25th/75th percentiles.
+    values = mean_of(np.arange(10) / 10)
+    assert intervals({"m": values}, resamples=2000, seed=0, level=0.9)["m"] == pytest.approx([0.30, 0.59], abs=1e-12)
+    assert intervals({"m": values}, resamples=2000, seed=0, level=0.5)["m"] == pytest.approx([0.39, 0.51], abs=1e-12)
+    star = replicates({"m": values}, resamples=2000, seed=0)["m"]
+    assert (star.min(), star.max()) != (0.30, 0.59)  # not the [0, 100] range
+    paired = paired_bootstrap({"m": values}, {"m": mean_of((np.arange(10) / 10) ** 2)}, resamples=2000, level=0.9)["m"]
+    assert paired["delta"] == pytest.approx(-0.165, abs=1e-12)
+    assert paired["delta_interval"] == pytest.approx([-0.20205, -0.121], abs=1e-12)
+    assert paired["p_value"] == pytest.approx(1 / 2001)
+
+
 def test_paired_bootstrap():
     same = paired_bootstrap({"bleu4": bleu4(GOOD)}, {"bleu4": bleu4(GOOD)}, resamples=200)["bleu4"]
     assert same["delta"] == 0.0 and same["p_value"] == 1.0 and same["delta_interval"] == [0.0, 0.0]

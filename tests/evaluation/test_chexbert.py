@@ -74,6 +74,27 @@ def test_batching_and_padding_do_not_change_labels(bert_dir, checkpoint):
     assert one == many
 
 
+def test_padding_is_masked_so_every_logit_equals_the_unpadded_ones(bert_dir, checkpoint):
+    labeler = CheXbertLabeler(checkpoint, bert_dir, batch_size=4)
+    real, batches = labeler.model.forward, []
+
+    def recording(input_ids, attention_mask):
+        logits = real(input_ids, attention_mask)
+        batches.append((input_ids, attention_mask, logits))
+        return logits
+
+    labeler.model.forward = recording
+    labeler.predict_classes(REPORTS)
+    (input_ids, attention_mask, logits), = batches
+    assert not attention_mask.all()  # the batch holds padding
+    for row in range(len(input_ids)):
+        length = int(attention_mask[row].sum())
+        with torch.inference_mode():
+            alone = real(input_ids[row : row + 1, :length], torch.ones(1, length, dtype=torch.long))
+        for head, head_alone in zip(logits, alone):
+            torch.testing.assert_close(head[row : row + 1], head_alone, rtol=1e-4, atol=1e-5)
+
+
 def test_chexbert_text_preparation_and_truncation(bert_dir, checkpoint):
     labeler = CheXbertLabeler(checkpoint, bert_dir)
     ids = labeler.encode(REPORTS)
