@@ -84,3 +84,34 @@ def test_errors():
     for level in (0.0, 1.0, 95):
         with pytest.raises(ValueError, match="confidence level"):
             paired_bootstrap({"a": mean_of(np.ones(3))}, {"a": mean_of(np.zeros(3))}, resamples=10, level=level)
+
+
+def test_paired_and_permutation_results_are_exact_for_a_fixed_sample():
+    # Two systems on ten reports; each result names both systems' values, the difference and the p-value.
+    v = np.arange(10) / 10
+    w = np.array([0.1, 0.0, 0.3, 0.2, 0.5, 0.4, 0.7, 0.9, 0.6, 1.0])
+    a, b = {"m": mean_of(v), "n": mean_of(v ** 2)}, {"m": mean_of(w), "n": mean_of(w ** 2)}
+    permuted = permutation_test(a, b, rounds=300, seed=0)
+    assert permuted == {
+        "m": {"a": pytest.approx(0.45), "b": pytest.approx(0.47), "delta": pytest.approx(0.02), "p_value": 241 / 301},
+        "n": {"a": pytest.approx(0.285), "b": pytest.approx(0.321), "delta": pytest.approx(0.036), "p_value": 159 / 301},
+    }
+    assert permutation_test(a, b, rounds=999, seed=0)["m"]["p_value"] == 805 / 1000  # four chunks of draws
+    paired = paired_bootstrap({"m": mean_of(v)}, {"m": mean_of(w)}, resamples=999, seed=0)["m"]
+    assert paired == {"a": pytest.approx(0.45), "b": pytest.approx(0.47), "delta": pytest.approx(0.02),
+                      "p_value": 635 / 1000, "delta_interval": [pytest.approx(-0.06), pytest.approx(0.09)]}
+
+
+def test_documented_defaults_and_edges():
+    v, w = {"m": mean_of(np.arange(10) / 10)}, {"m": mean_of(np.arange(10)[::-1] ** 2 / 100)}
+    assert intervals(v) == intervals(v, resamples=1000, seed=0, level=0.95)
+    assert paired_bootstrap(v, w) == paired_bootstrap(v, w, resamples=1000, seed=0, level=0.95)
+    assert permutation_test(v, w) == permutation_test(v, w, rounds=1000, seed=0)
+    assert len(replicates(v, resamples=1, seed=0)["m"]) == 1  # one resample is allowed
+    for level in (0.0, 1.0):
+        with pytest.raises(ValueError, match=f"confidence level must be between 0 and 1, got {level}"):
+            intervals(v, level=level)
+    with pytest.raises(ValueError, match=r"no metric with per-report statistics to test \(METEOR has none"):
+        paired_bootstrap(v, {"other": v["m"]})
+    with pytest.raises(ValueError, match="resamples must be at least 1, got 0"):
+        permutation_test(v, w, rounds=0)
