@@ -115,3 +115,13 @@ def test_documented_defaults_and_edges():
         paired_bootstrap(v, {"other": v["m"]})
     with pytest.raises(ValueError, match="resamples must be at least 1, got 0"):
         permutation_test(v, w, rounds=0)
+
+
+def test_permutation_of_a_multi_feature_statistic_and_chunked_resampling():
+    # BLEU-4 pools several n-gram counts per report: the permutation must move every one of them.
+    result = permutation_test({"bleu4": bleu4(POOR[:10] + GOOD[10:])}, {"bleu4": bleu4(GOOD)}, rounds=200, seed=0)
+    assert result["bleu4"]["delta"] == pytest.approx(0.5609596022730103)
+    assert result["bleu4"]["p_value"] == 4 / 201
+    # 20,000 reports: resamples are drawn in chunks of 4,000,000 // 20,000 = 200, i.e. two matrix products.
+    big = replicates({"m": mean_of(np.arange(20000) % 7)}, resamples=300, seed=0)["m"]
+    assert len(big) == 300 and big[:3].tolist() == pytest.approx([3.02545, 2.9913, 2.99615])

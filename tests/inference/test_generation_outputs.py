@@ -46,6 +46,22 @@ def test_a_failed_generate_keeps_the_previous_predictions(run, tiny_world, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "manifest.jsonl", "p.jsonl"]  # no temporary left
 
 
+def test_a_generate_that_fails_half_way_keeps_the_previous_predictions(run, tiny_world, tmp_path):
+    # The last test study's image exists but is not an image: generation fails after writing others.
+    last = [s for s in read_manifest(tiny_world.manifest) if s.split == "test"][-1]
+    manifest = _copy_manifest(tiny_world, tmp_path, lambda studies: [
+        _with_images(s, ["images/corrupt.png"]) if s.id == last.id else s for s in studies])
+    (tmp_path / "images" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n but not really")
+    output = tmp_path / "p.jsonl"
+    previous = json.dumps({"id": "old", "reference": "r", "prediction": "p"}) + "\n"
+    output.write_text(previous)
+    with pytest.raises(ValueError, match="corrupt.png"):
+        generate_file(run / "checkpoints" / "s1", manifest, "test", output, ["batch_size=1"])
+    assert output.read_text() == previous
+    assert not sidecar_path(output).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "manifest.jsonl", "p.jsonl"]
+
+
 def test_the_output_may_not_be_the_manifest(run, tiny_world, tmp_path):
     manifest = tmp_path / "m.jsonl"
     shutil.copy(tiny_world.manifest, manifest)

@@ -83,6 +83,9 @@ def generate_file(checkpoint: Path, manifest: Path, split: str, output: Path, ov
     return count
 
 
+META_FILE = "meta.json"  # written last by training into each stage folder; ``complete: true`` once finished
+
+
 def sidecar_path(predictions: Path) -> Path:
     """``P.jsonl`` -> ``P.jsonl.meta.json``: where generation records what produced the predictions."""
     predictions = Path(predictions)
@@ -96,8 +99,6 @@ def generation_overrides(overrides: Sequence[str]) -> list[str]:
 
 def check_checkpoint(directory: Path) -> dict:
     """The stage's metadata, or an error that says what the folder is and what to pass instead."""
-    from s2d_align.training.checkpoint import META_FILE, read_meta
-
     if not directory.exists():
         raise FileNotFoundError(f"{directory}: no such checkpoint folder")
     if not directory.is_dir():
@@ -108,7 +109,7 @@ def check_checkpoint(directory: Path) -> dict:
                          + ", ".join(str(directory / "checkpoints" / s) for s in stages))
     if not any(directory.iterdir()):
         raise ValueError(f"{directory}: the folder is empty; pass a stage folder written by train (RUN/checkpoints/s3)")
-    meta = read_meta(directory)
+    meta = json.loads((directory / META_FILE).read_text(encoding="utf-8")) if (directory / META_FILE).is_file() else None
     if meta is None:
         raise ValueError(f"{directory}: not a finished checkpoint (no {META_FILE}); train first, or resume the run")
     if not meta.get("complete"):

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Mutation testing (mutmut 3) of a restricted set of modules against their fast unit tests.
+# A benchmark, not part of CI: it needs `pip install mutmut` (the `mutation` extra) and minutes of CPU.
+#
+#   benchmarks/mutation.sh [REV] [MODULES] [TESTS]
+#
+# REV      git revision whose sources and tests are mutated and run (default: HEAD)
+# MODULES  space-separated source files to mutate (default: bootstrap.py and adapter.py)
+# TESTS    space-separated pytest selection (default: their unit tests)
+#
+# The run happens in a scratch copy (git archive of REV), so the working tree is never touched,
+# and prints mutmut's per-mutant results and the killed / survived counts.
+set -euo pipefail
+REV=${1:-HEAD}
+MODULES=${2:-"src/s2d_align/evaluation/bootstrap.py src/s2d_align/models/adapter.py"}
+TESTS=${3:-"tests/evaluation/test_bootstrap.py tests/models/test_adapter.py"}
+PYTHON=${PYTHON:-python}
+CHILDREN=${CHILDREN:-2}
+ROOT=$(git rev-parse --show-toplevel)
+SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/s2d-mutation.XXXXXX")
+trap 'rm -rf "$SCRATCH"' EXIT
+git -C "$ROOT" archive "$REV" | tar -x -C "$SCRATCH"
+cd "$SCRATCH"
+toml_list() { printf '"%s", ' $1 | sed 's/, $//'; }
+cat >> pyproject.toml <<TOML
+
+[tool.mutmut]
+source_paths = ["src"]
+only_mutate = [$(toml_list "$MODULES")]
+pytest_add_cli_args_test_selection = [$(toml_list "$TESTS")]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]
+also_copy = ["tests", "configs"]
+TOML
+echo "mutating $MODULES at $(git -C "$ROOT" rev-parse --short "$REV") against $TESTS"
+PYTHONPATH="$SCRATCH/src" "$PYTHON" -m mutmut run --max-children "$CHILDREN" > run.log 2>&1 || { tail -30 run.log; exit 1; }
+PYTHONPATH="$SCRATCH/src" "$PYTHON" -m mutmut results --all true > results.txt 2>&1 || true
+grep -v ": killed$" results.txt || true
+total=$(grep -c ": " results.txt || true)
+killed=$(grep -c ": killed$" results.txt || true)
+survived=$(grep -c ": survived$" results.txt || true)
+echo "mutants: $total  killed: $killed  survived: $survived  other: $((total - killed - survived))"
