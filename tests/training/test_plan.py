@@ -118,27 +118,39 @@ def tiny_models(config, built) -> Models:
                   len(model.prompt_ids), len(model.instruction_ids))
 
 
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_tiny_flops_match_flop_counter(tiny_world, checkpointing):
+@pytest.fixture(scope="module")
+def tiny_setup(tiny_world):
+    """A tiny model and one collated batch of four training studies."""
     from s2d_align.models.model import build_model
 
-    config = tiny_world.config(f"model.llm.gradient_checkpointing={str(checkpointing).lower()}")
+    config = tiny_world.config()
     torch.manual_seed(0)
     built = build_model(config.model)
-    studies = [s for s in read_manifest(tiny_world.manifest) if s.split == "train"]
-    dataset = TrainingDataset(studies, {s.id: s.findings for s in read_manifest(tiny_world.manifest)},
+    studies = read_manifest(tiny_world.manifest)
+    dataset = TrainingDataset([s for s in studies if s.split == "train"], {s.id: s.findings for s in studies},
                               tiny_world.manifest, built.preprocess, 1, 8)
     collate = Collator(built.tokenizers.llm, built.tokenizers.text, config.data.max_report_tokens,
                        config.model.text.max_length)
-    batch = collate([dataset[i] for i in range(4)])
+    return config, built, collate([dataset[i] for i in range(4)])
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_tiny_flops_match_flop_counter(tiny_setup, checkpointing):
+    config, built, batch = tiny_setup
+    llm = built.model.llm.get_base_model()
+    if checkpointing:  # recomputation shows in the count: FlopCounterMode sees the recomputed forward
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lengths = Lengths(batch["report_ids"].shape[1], batch["reference_ids"].shape[1], batch["key_phrase_ids"].shape[1])
     models = tiny_models(config, built)
-    for stage in config.train.stages:
-        context = tuple(stage.contexts[0].split("+"))
-        expected = counted(built.model, batch, context, stage)
-        parts, _ = sample_costs(config, models, lengths, context, stage.lora, checkpointing)
-        estimate = 4 * total(parts).executed()
+    try:
+        for stage in config.train.stages:
+            context = tuple(stage.contexts[0].split("+"))
+            expected = counted(built.model, batch, context, stage)
+            parts, _ = sample_costs(config, models, lengths, context, stage.lora, checkpointing)
+            estimate = 4 * total(parts).executed()
         assert abs(estimate - expected) / expected < 0.05, (stage.name, estimate, expected)
+    finally:
+        llm.gradient_checkpointing_disable()
 
 
 @pytest.fixture

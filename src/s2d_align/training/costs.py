@@ -21,7 +21,9 @@ S2D-Align's curriculum (paper, Progressive Anatomical Grounding):
   and pass input gradients even in S1, where they are frozen;
 - an adapter's key/value projections of encoder features need a weight
   gradient only (the features carry no gradient);
-- attention backward is twice its forward;
+- attention backward is 2.5x its forward: the fused kernels GPUs run (flash,
+  memory-efficient) recompute the scores, as torch's own
+  ``sdpa_backward_flop_count`` counts (the unfused math path does 2x);
 - gradient checkpointing recomputes each decoder layer's forward once more.
 
 Memory is an estimate of the tensors autograd keeps, itemised in
@@ -38,6 +40,7 @@ from s2d_align.config import ConfigError
 
 LLAMA_FAMILY = ("llama", "mistral")
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+ATTENTION_BACKWARD = 2.5  # dQ, dK, dV, dP and the recomputed scores: five matmuls to the forward's two
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
@@ -220,7 +223,7 @@ class Flops:
     def attention(self, q_len: int, kv_len: int, width: int, grad: bool) -> "Flops":
         f = 4.0 * q_len * kv_len * width  # Q K^T and P V
         self.forward += f
-        self.backward += 2 * f if grad else 0.0
+        self.backward += ATTENTION_BACKWARD * f if grad else 0.0
         return self
 
     def __add__(self, other: "Flops") -> "Flops":
