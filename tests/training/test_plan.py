@@ -252,3 +252,42 @@ def test_cli_prints_every_stage(tiny_world, capsys):
     for stage in ("s1", "s2", "s3"):
         assert f"stage {stage} [" in out
     assert out.count("recommended           train.batch_size=") == 3
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def test_decoder_layer_activations_match_what_autograd_saves(tiny_setup):
+    """The activation term of the memory estimate, against the tensors autograd keeps for backward.
+
+    Measured with ``saved_tensors_hooks`` on one decoder layer of the tiny LLM (fp32, LoRA dropout
+    off as in the test config), counting each storage once and no parameter. Allocator peaks cannot
+    be measured on CPU; ``benchmarks/gpu_check.sh`` compares the whole estimate on a GPU.
+    """
+    from s2d_align.training.costs import llm_layer_activation_bytes
+    from s2d_align.training.curriculum import apply_stage
+
+    config, built, _ = tiny_setup
+    models = tiny_models(config, built)
+    base = built.model.llm.get_base_model().model
+    batch, length = 4, 40
+    for stage in config.train.stages:
+        apply_stage(built.model, stage)
+        built.model.train()
+        parameters = {p.untyped_storage().data_ptr() for p in built.model.parameters()}
+        saved: dict[int, int] = {}
+
+        def pack(tensor):
+            pointer = tensor.untyped_storage().data_ptr()
+            if pointer not in parameters:
+                saved[pointer] = max(saved.get(pointer, 0), tensor.untyped_storage().nbytes())
+            return tensor
+
+        hidden = torch.randn(batch, length, models.llm.hidden, requires_grad=True)
+        positions = torch.arange(length).expand(batch, length)
+        rotary = base.rotary_emb(hidden, positions)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            base.layers[0](hidden, attention_mask=None, position_ids=positions, position_embeddings=rotary)
+        estimate = batch * length * llm_layer_activation_bytes(
+            models.llm, config.model.lora.target_modules, config.model.lora.r, stage.lora, 0.0, 4)
+        assert estimate == sum(saved.values()) == {"s1": 515_840, "s2": 697_600, "s3": 697_600}[stage.name]

@@ -317,24 +317,42 @@ def llm_flops(shape: Shape, sequence: int, report: int, lora: list[tuple[int, in
 # --------------------------------------------------------------------------- memory
 
 
-def llm_layer_activation_bytes(shape: Shape, lora: list[tuple[int, int]], r: int, lora_trainable: bool,
+# Which tensor each projection reads: with LoRA dropout off, projections that read the same
+# tensor (q/k/v; gate/up) save it once.
+LLAMA_INPUTS = {"q_proj": "attention_in", "k_proj": "attention_in", "v_proj": "attention_in", "o_proj": "attention_out",
+                "gate_proj": "mlp_in", "up_proj": "mlp_in", "down_proj": "mlp_hidden"}
+
+
+def llm_layer_activation_bytes(shape: Shape, target_modules, r: int, lora_trainable: bool,
                                lora_dropout: float, activation_bytes: int) -> float:
     """Bytes one HF Llama decoder layer (+ PEFT LoRA) keeps for backward, per token.
 
-    - two RMSNorms upcast their input to fp32 and keep it: 2 x 4h;
-    - scaled-dot-product attention keeps q, k, v and its output (flash or
-      memory-efficient kernels: no score matrix);
+    - two RMSNorms upcast their input to fp32 and keep it (2 x 4h), and their
+      fp32 inverse RMS (2 x 4);
+    - RoPE keeps cos and sin (2 x head_dim);
+    - scaled-dot-product attention keeps q, k, v, its output (flash or
+      memory-efficient kernels: no score matrix) and an fp32 logsumexp per head;
     - the SwiGLU MLP keeps the gate (SiLU's input), SiLU's output and the up
       projection: 3 x I;
     - frozen base projections keep nothing (no weight gradient needs their input);
-    - each LoRA projection keeps its dropout mask (1 byte a value) whenever
-      dropout is on and, when LoRA trains, the input of its A matrix and A's
-      r outputs (B's input).
+    - each LoRA projection keeps its dropout mask (1 byte a value, CUDA's fused
+      dropout) whenever dropout is on and, when LoRA trains, the input of its A
+      matrix (shared between projections that read one tensor when dropout is
+      off) and A's r outputs. (On CPU dropout keeps its mask in the
+      activation dtype, 4x more than on CUDA.)
+
+    Checked against the tensors autograd saves on CPU (``tests/training/test_plan.py``).
     """
     a = activation_bytes
     q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
-    total = 2 * 4 * shape.hidden + a * (2 * q + 2 * kv) + 3 * a * shape.intermediate
-    for d_in, _ in lora:
+    total = 2 * (4 * shape.hidden + 4) + 2 * a * shape.head_dim + a * (2 * q + 2 * kv) + 4 * shape.heads
+    total += 3 * a * shape.intermediate
+    names = LLAMA_PROJECTIONS if target_modules == "all-linear" else tuple(target_modules)
+    inputs_seen = {"attention_out"}  # o_proj reads the attention output, which attention already keeps
+    for name, (d_in, _) in zip(names, lora_targets(shape, target_modules)):
         total += d_in if lora_dropout > 0 else 0
-        total += a * (d_in + r) if lora_trainable else 0
+        if lora_trainable:
+            source = name if lora_dropout > 0 else LLAMA_INPUTS[name]
+            total += a * r + (a * d_in if source not in inputs_seen else 0)
+            inputs_seen.add(source)
     return float(total)
