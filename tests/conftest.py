@@ -74,7 +74,6 @@ class TinyWorld:
             [
                 f"model.vision.name_or_path={self.models['vision']}",
                 f"model.text.name_or_path={self.models['text']}",
-                "model.text.trust_remote_code=false",
                 "model.text.max_length=32",
                 f"model.llm.name_or_path={self.models['llm']}",
                 "model.llm.dtype=float32",
