@@ -137,7 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from s2d_align.training.loop import train
 
     config = load_config(args.config, args.overrides)
-    train(config, Path(args.out))
+    train(config, Path(args.out), trust_remote_code=args.trust_remote_code)
     return 0
 
 
@@ -168,6 +168,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         split=args.split,
         output=Path(args.output),
         overrides=args.overrides,
+        trust_remote_code=args.trust_remote_code,
     )
     print(f"wrote {count} predictions to {args.output}")
     return 0
@@ -342,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="recipe YAML (or a shipped name such as demo)")
     train.add_argument("--out", required=True, help="run folder; an interrupted run there is resumed")
     train.add_argument("overrides", nargs="*", help="key=value, e.g. train.stages.s1.epochs=2")
+    _add_remote_code_flag(train)
     train.set_defaults(func=cmd_train)
 
     plan = commands.add_parser("plan", help="per-stage parameters, FLOPs, memory and time of a recipe; no weights loaded")
@@ -362,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--split", default="test", choices=["train", "val", "test"])
     generate.add_argument("--output", required=True, help="predictions JSONL")
     generate.add_argument("overrides", nargs="*", help="generation settings, key=value (e.g. num_beams=1)")
+    _add_remote_code_flag(generate)
     generate.set_defaults(func=cmd_generate)
 
     evaluate = commands.add_parser("evaluate", help="score predictions JSONL (NLG, clinical efficacy, RadGraph F1)")
@@ -444,6 +447,12 @@ def _add_common_prepare_options(parser: argparse.ArgumentParser, check_default: 
     group.add_argument("--refine-timeout", type=float, default=60.0, help="openai: seconds per request")
     group.add_argument("--refine-retries", type=int, default=5, help="openai: retries per request")
     group.add_argument("--refine-cache", help="SQLite cache of refinements (default: OUT/cache/refinements.sqlite)")
+
+
+def _add_remote_code_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="let base models run the Python code their folders ship (off by default; "
+                             "no recipe or checkpoint file can turn it on)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,10 +21,18 @@ from s2d_align.data.dataset import Collator, ImageOnlyDataset, image_only_items
 from s2d_align.data.manifest import read_manifest
 
 
-def generation_settings(settings: GenerateConfig) -> dict:
+def generation_settings(settings: GenerateConfig, max_report_tokens: int | None = None) -> dict:
+    """``generate()`` keyword arguments; an unset ``max_new_tokens`` follows the training cap.
+
+    Training admits ``data.max_report_tokens`` report tokens, EOS included, so
+    a generation cap below it would cut reports the model learnt to finish.
+    """
+    max_new = settings.max_new_tokens if settings.max_new_tokens is not None else max_report_tokens
+    if max_new is None:
+        raise ValueError("generate.max_new_tokens is unset and no data.max_report_tokens was given")
     return {
         "num_beams": settings.num_beams,
-        "max_new_tokens": settings.max_new_tokens,
+        "max_new_tokens": max_new,
         "min_new_tokens": settings.min_new_tokens,
         "length_penalty": settings.length_penalty,
         "repetition_penalty": settings.repetition_penalty,
@@ -32,27 +40,39 @@ def generation_settings(settings: GenerateConfig) -> dict:
     }
 
 
-def generate_reports(built, dataset: ImageOnlyDataset, settings: GenerateConfig, device: torch.device) -> Iterator[dict]:
+def generate_reports(
+    built, dataset: ImageOnlyDataset, settings: GenerateConfig, device: torch.device, max_report_tokens: int | None = None
+) -> Iterator[dict]:
     """Yield ``{"id", "reference", "prediction"}`` per study, batched beam search."""
     collate = Collator(built.tokenizers.llm, built.tokenizers.text, max_report_tokens=1, max_text_tokens=1)
     loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, collate_fn=collate)
     model = built.model.to(device).eval()
     tokenizer = built.tokenizers.llm
-    kwargs = generation_settings(settings)
+    kwargs = generation_settings(settings, max_report_tokens)
     for batch in tqdm(loader, desc="generating", unit="batch", leave=False):
         ids = model.generate(batch["pixel_values"].to(device), batch["image_mask"].to(device), **kwargs)
         for study_id, truth, text in zip(batch["ids"], batch["findings"], tokenizer.batch_decode(ids, skip_special_tokens=True)):
             yield {"id": study_id, "reference": truth, "prediction": text.strip()}
 
 
-def generate_file(checkpoint: Path, manifest: Path, split: str, output: Path, overrides: Sequence[str] = ()) -> int:
+def generate_file(
+    checkpoint: Path,
+    manifest: Path,
+    split: str,
+    output: Path,
+    overrides: Sequence[str] = (),
+    trust_remote_code: bool = False,
+) -> int:
     """Load a stage checkpoint, generate for ``split`` of ``manifest``, write predictions JSONL.
 
     ``overrides`` change the checkpoint's generation settings (``num_beams=1``).
+    Only the image encoder and the LLM are loaded: generation reads images alone.
     """
     from s2d_align.training.checkpoint import load_checkpoint
 
-    built, config, _ = load_checkpoint(checkpoint, [f"generate.{o}" for o in overrides])
+    built, config, _ = load_checkpoint(
+        checkpoint, [f"generate.{o}" for o in overrides], trust_remote_code=trust_remote_code, text=False
+    )
     studies = [s for s in read_manifest(manifest) if s.split == split]
     if not studies:
         raise ValueError(f"{manifest}: no studies in split {split!r}")
@@ -61,7 +81,7 @@ def generate_file(checkpoint: Path, manifest: Path, split: str, output: Path, ov
     output.parent.mkdir(parents=True, exist_ok=True)
     count = 0
     with output.open("w", encoding="utf-8") as handle:
-        for record in generate_reports(built, dataset, config.generate, device):
+        for record in generate_reports(built, dataset, config.generate, device, config.data.max_report_tokens):
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
     return count
