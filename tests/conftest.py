@@ -74,7 +74,6 @@ class TinyWorld:
             [
                 f"model.vision.name_or_path={self.models['vision']}",
                 f"model.text.name_or_path={self.models['text']}",
-                "model.text.trust_remote_code=false",
                 "model.text.max_length=32",
                 f"model.llm.name_or_path={self.models['llm']}",
                 "model.llm.dtype=float32",
@@ -120,3 +119,14 @@ def tiny_built(tiny_world):
 
     torch.manual_seed(0)
     return build_model(tiny_world.config().model)
+
+
+@pytest.fixture(scope="session")
+def standins(tmp_path_factory) -> dict[str, Path]:
+    """Real-shaped random Rad-DINO, CXR-BERT-specialized and Vicuna-7B v1.5 (2 layers) in hub layouts.
+
+    Built once per session under pytest's temporary folder (about 2 GB on disk), never committed.
+    """
+    from s2d_align.models.standins import build_standins
+
+    return build_standins(tmp_path_factory.mktemp("standins"), llm_layers=2, seed=0)

@@ -173,7 +173,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     from s2d_align.training.loop import train
 
     config = load_config(args.config, args.overrides)
-    train(config, Path(args.out))
+    train(config, Path(args.out), trust_remote_code=args.trust_remote_code)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from s2d_align.config import load_config
+    from s2d_align.training.plan import format_plan, plan
+
+    config = load_config(args.config, args.overrides)
+    result = plan(
+        config,
+        manifest=Path(args.manifest) if args.manifest else None,
+        gpus=args.gpus,
+        gpu_memory_gib=args.gpu_memory,
+        mfu=args.mfu,
+        peak_tflops=args.peak_tflops,
+        train_samples=args.train_samples,
+    )
+    print(format_plan(result))
     return 0
 
 
@@ -188,6 +206,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         overrides=args.overrides,
         images=Path(args.images) if args.images else None,
         allow_absolute_paths=args.allow_absolute_paths,
+        trust_remote_code=args.trust_remote_code,
     )
     print(f"wrote {count} predictions to {args.output}")
     return 0
@@ -396,7 +415,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="recipe YAML (or a shipped name such as demo)")
     train.add_argument("--out", required=True, help="run folder; an interrupted run there is resumed")
     train.add_argument("overrides", nargs="*", help="key=value, e.g. train.stages.s1.epochs=2")
+    _add_remote_code_flag(train)
     train.set_defaults(func=cmd_train)
+
+    plan = commands.add_parser("plan", help="per-stage parameters, FLOPs, memory and time of a recipe; no weights loaded")
+    plan.add_argument("--config", required=True, help="recipe YAML (or a shipped name such as mimic_cxr/s2d_align)")
+    plan.add_argument("--manifest", help="lengths from this manifest's train split (default: the recipe's caps)")
+    plan.add_argument("--gpus", type=int, default=1, help="data-parallel devices (default: 1)")
+    plan.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per device (default: 80)")
+    plan.add_argument("--mfu", type=float, default=0.4, help="model-FLOPs utilisation for the time estimate (default: 0.4)")
+    plan.add_argument("--peak-tflops", type=float, default=989.0,
+                      help="peak bf16 TFLOP/s per device (default: 989, H100 SXM dense; A100: 312)")
+    plan.add_argument("--train-samples", type=int, help="training samples per epoch when no manifest is given")
+    plan.add_argument("overrides", nargs="*", help="key=value, e.g. model.llm.name_or_path=/models/vicuna")
+    plan.set_defaults(func=cmd_plan)
 
     generate = commands.add_parser("generate", help="write reports for a split, from the images alone")
     generate.add_argument("--checkpoint", required=True, help="a stage checkpoint folder")
@@ -409,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="accept image paths anywhere on this machine (only for a manifest you trust)")
     generate.add_argument("overrides", nargs="*",
                           help="generation settings, key=value or generate.key=value (e.g. num_beams=1)")
+    _add_remote_code_flag(generate)
     generate.set_defaults(func=cmd_generate)
 
     evaluate = commands.add_parser("evaluate", help="score predictions JSONL (NLG, clinical efficacy, RadGraph F1)")
@@ -528,6 +561,12 @@ def _add_common_prepare_options(parser: argparse.ArgumentParser, check_default: 
     group.add_argument("--refine-timeout", type=float, default=60.0, help="openai: seconds per request")
     group.add_argument("--refine-retries", type=int, default=5, help="openai: retries per request")
     group.add_argument("--refine-cache", help="SQLite cache of refinements (default: OUT/cache/refinements.sqlite)")
+
+
+def _add_remote_code_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="let base models run the Python code their folders ship (off by default; "
+                             "no recipe or checkpoint file can turn it on)")
 
 
 def main(argv: list[str] | None = None) -> int:

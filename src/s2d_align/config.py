@@ -37,7 +37,6 @@ class VisionConfig:
     """Frozen ViT image encoder E_v (paper: Visual Encoder)."""
 
     name_or_path: str = "microsoft/rad-dino"
-    trust_remote_code: bool = False
     # Leading non-patch tokens (CLS, registers) to drop; null infers them from the model config.
     num_prefix_tokens: int | None = None
 
@@ -47,7 +46,6 @@ class TextConfig:
     """Frozen BERT text encoder E_t for reference reports (S2) and key phrases (S3)."""
 
     name_or_path: str = "microsoft/BiomedVLP-CXR-BERT-specialized"
-    trust_remote_code: bool = True
     max_length: int = 256
 
 
@@ -57,7 +55,6 @@ class LLMConfig:
 
     name_or_path: str = "lmsys/vicuna-7b-v1.5"
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
-    trust_remote_code: bool = False
     gradient_checkpointing: bool = False
 
 
@@ -178,7 +175,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class GenerateConfig:
     num_beams: int = 3
-    max_new_tokens: int = 120
+    # null: data.max_report_tokens, the longest report (EOS included) training admits.
+    max_new_tokens: int | None = None
     min_new_tokens: int = 1
     length_penalty: float = 1.0
     repetition_penalty: float = 1.0
@@ -216,11 +214,15 @@ class Config:
 # --------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: typing.Sequence[str] = (), saved: bool = False
+) -> Config:
     """Read a recipe (or the defaults when ``path`` is None), apply ``a.b=c`` overrides, check every value.
 
     An error names its source: the recipe file, or the command-line override
     that introduced it (found by applying the overrides one at a time).
+    ``saved``: the file is a checkpoint's own ``config.yaml``; a retired
+    ``trust_remote_code`` key in it is ignored rather than refused.
     """
     raw: dict[str, Any] = {}
     source = "<defaults>"
@@ -228,6 +230,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         path = resolve_recipe(path)
         source = str(path)
         raw = read_recipe(path)
+        reject_remote_code_keys(raw, source, drop=saved)
     try:
         return _checked(apply_overrides(raw, overrides), source)
     except ConfigError:
@@ -244,9 +247,36 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
 
 
 def _checked(raw: dict[str, Any], source: str) -> Config:
+    reject_remote_code_keys(raw, source)
     config = from_dict(Config, raw, source)
     check_config(config, source)
     return config
+
+
+REMOTE_CODE_KEYS = ("vision", "text", "llm")
+
+
+def reject_remote_code_keys(raw: dict[str, Any], source: str, drop: bool = False) -> None:
+    """Remote model code is a command-line opt-in (``--trust-remote-code``), never a file's setting.
+
+    A recipe, or a received checkpoint's ``config.yaml``, that says
+    ``model.<encoder>.trust_remote_code`` is refused with that hint; with
+    ``drop`` (a checkpoint's own saved config from before this rule) the key
+    is removed and ignored instead.
+    """
+    model = raw.get("model")
+    if not isinstance(model, dict):
+        return
+    for part in REMOTE_CODE_KEYS:
+        section = model.get(part)
+        if isinstance(section, dict) and "trust_remote_code" in section:
+            if drop:
+                section.pop("trust_remote_code")
+                continue
+            raise ConfigError(
+                f"{source}: model.{part}.trust_remote_code is not read from files; remote model code runs "
+                "only when the command line says --trust-remote-code"
+            )
 
 
 def read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:

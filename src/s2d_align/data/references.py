@@ -154,7 +154,7 @@ def _embed_into(
 
     from s2d_align.models.vision import load_vision_encoder
 
-    encoder, preprocess = load_vision_encoder(model, trust_remote_code=trust_remote_code)
+    encoder, preprocess = load_vision_encoder(model, trust_remote_code=trust_remote_code, key="--vision-model")
     encoder.to(device)
     progress = tqdm(total=len(items), desc="embedding images", unit="img")
     since_save = 0

@@ -22,10 +22,18 @@ from s2d_align.data.dataset import Collator, ImageOnlyDataset, image_only_items
 from s2d_align.data.manifest import check_image_paths, read_manifest
 
 
-def generation_settings(settings: GenerateConfig) -> dict:
+def generation_settings(settings: GenerateConfig, max_report_tokens: int | None = None) -> dict:
+    """``generate()`` keyword arguments; an unset ``max_new_tokens`` follows the training cap.
+
+    Training admits ``data.max_report_tokens`` report tokens, EOS included, so
+    a generation cap below it would cut reports the model learnt to finish.
+    """
+    max_new = settings.max_new_tokens if settings.max_new_tokens is not None else max_report_tokens
+    if max_new is None:
+        raise ValueError("generate.max_new_tokens is unset and no data.max_report_tokens was given")
     return {
         "num_beams": settings.num_beams,
-        "max_new_tokens": settings.max_new_tokens,
+        "max_new_tokens": max_new,
         "min_new_tokens": settings.min_new_tokens,
         "length_penalty": settings.length_penalty,
         "repetition_penalty": settings.repetition_penalty,
@@ -33,28 +41,39 @@ def generation_settings(settings: GenerateConfig) -> dict:
     }
 
 
-def generate_reports(built, dataset: ImageOnlyDataset, settings: GenerateConfig, device: torch.device) -> Iterator[dict]:
+def generate_reports(
+    built, dataset: ImageOnlyDataset, settings: GenerateConfig, device: torch.device, max_report_tokens: int | None = None
+) -> Iterator[dict]:
     """Yield ``{"id", "reference", "prediction"}`` per study, batched beam search."""
     collate = Collator(built.tokenizers.llm, built.tokenizers.text, max_report_tokens=1, max_text_tokens=1)
     loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, collate_fn=collate)
     model = built.model.to(device).eval()
     tokenizer = built.tokenizers.llm
-    kwargs = generation_settings(settings)
+    kwargs = generation_settings(settings, max_report_tokens)
     for batch in tqdm(loader, desc="generating", unit="batch", leave=False):
         ids = model.generate(batch["pixel_values"].to(device), batch["image_mask"].to(device), **kwargs)
         for study_id, truth, text in zip(batch["ids"], batch["findings"], tokenizer.batch_decode(ids, skip_special_tokens=True)):
             yield {"id": study_id, "reference": truth, "prediction": text.strip()}
 
 
-def generate_file(checkpoint: Path, manifest: Path, split: str, output: Path, overrides: Sequence[str] = (),
-                  images: Path | None = None, allow_absolute_paths: bool = False) -> int:
+def generate_file(
+    checkpoint: Path,
+    manifest: Path,
+    split: str,
+    output: Path,
+    overrides: Sequence[str] = (),
+    images: Path | None = None,
+    allow_absolute_paths: bool = False,
+    trust_remote_code: bool = False,
+) -> int:
     """Load a stage checkpoint, generate for ``split`` of ``manifest``, write predictions JSONL.
 
     ``overrides`` change the checkpoint's generation settings (``num_beams=1`` or
-    ``generate.num_beams=1``). The predictions are written to a temporary file
-    and renamed at the end, so a failure leaves an earlier ``output`` whole;
-    ``output.meta.json`` beside them records the checkpoint and its recipe's
-    scoring settings, which ``evaluate`` then uses by default.
+    ``generate.num_beams=1``). Only the image encoder and the LLM are loaded:
+    generation reads images alone. The predictions are written to a temporary
+    file and renamed at the end, so a failure leaves an earlier ``output``
+    whole; ``output.meta.json`` beside them records the checkpoint and its
+    recipe's scoring settings, which ``evaluate`` then uses by default.
     """
     from s2d_align.training.checkpoint import load_checkpoint
 
@@ -67,17 +86,19 @@ def generate_file(checkpoint: Path, manifest: Path, split: str, output: Path, ov
     check_image_paths(studies, manifest, [images], allow_absolute_paths)
     items = image_only_items(studies, manifest)
     _check_images_exist(items, manifest)
-    built, config, _ = load_checkpoint(checkpoint, generation_overrides(overrides))
+    built, config, _ = load_checkpoint(
+        checkpoint, generation_overrides(overrides), trust_remote_code=trust_remote_code, text=False
+    )
     dataset = ImageOnlyDataset(items, built.preprocess, config.data.max_images)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     count = 0
     with atomic.atomic_open(output) as handle:
-        for record in generate_reports(built, dataset, config.generate, device):
+        for record in generate_reports(built, dataset, config.generate, device, config.data.max_report_tokens):
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             count += 1
     atomic.write_json(sidecar_path(output), {
         "checkpoint": str(Path(checkpoint).resolve()), "stage": meta.get("stage"), "manifest": str(manifest),
-        "split": split, "generate": generation_settings(config.generate) | {"batch_size": config.generate.batch_size},
+        "split": split, "generate": generation_settings(config.generate, config.data.max_report_tokens) | {"batch_size": config.generate.batch_size},
         "evaluate": {"clean": config.evaluate.clean, "labeler": config.evaluate.labeler},
     })
     return count

@@ -14,12 +14,24 @@ import torch
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_llm(name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False):
-    """Load the causal LM and its tokenizer; make sure the tokenizer has a pad token."""
+def load_llm(
+    name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False, key: str = "model.llm.name_or_path"
+):
+    """Load the causal LM and its tokenizer; make sure the tokenizer has a pad token.
+
+    Llama-family hub folders (Vicuna) may hold only a sentencepiece
+    ``tokenizer.model``; transformers converts it with the ``sentencepiece``
+    and ``protobuf`` packages, both core dependencies.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    from s2d_align.models.loading import explain_load_errors
+
+    with explain_load_errors(key, name_or_path):
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
+        )
     if tokenizer.eos_token_id is None:
         raise ValueError(f"{name_or_path}: the tokenizer has no EOS token; reports could never end")
     if tokenizer.pad_token_id is None:  # Llama/Vicuna ship without one

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from s2d_align.models.adapter import MODALITIES, build_connector
 from s2d_align.models.llm import add_lora, load_llm
-from s2d_align.models.text import TextEncoder, load_text_encoder
+from s2d_align.models.text import TextEncoder, load_text_encoder, text_hidden_size
 from s2d_align.models.vision import ImagePreprocessor, VisionEncoder, load_vision_encoder
 
 
@@ -144,13 +144,27 @@ class Built:
     tokenizers: Tokenizers
 
 
-def build_model(config) -> Built:
-    """Load the base models named by a ``ModelConfig`` and assemble S2D-Align around them."""
+def build_model(config, trust_remote_code: bool = False, text: bool = True) -> Built:
+    """Load the base models named by a ``ModelConfig`` and assemble S2D-Align around them.
+
+    ``trust_remote_code`` (the command line's ``--trust-remote-code``) lets
+    base models run their own hub code; no file can turn it on. With
+    ``text=False`` the text encoder is not loaded (image-only generation
+    never calls it; its width comes from its config). Every encoder loaded
+    runs once on a dummy input here, so a broken one fails at build, not
+    after a whole stage (see :func:`smoke_test_encoders`).
+    """
     vision, preprocess = load_vision_encoder(
-        config.vision.name_or_path, config.vision.trust_remote_code, config.vision.num_prefix_tokens
+        config.vision.name_or_path, trust_remote_code, config.vision.num_prefix_tokens
     )
-    text, text_tokenizer = load_text_encoder(config.text.name_or_path, config.text.trust_remote_code)
-    llm, tokenizer = load_llm(config.llm.name_or_path, config.llm.dtype, config.llm.trust_remote_code)
+    if text:
+        text_encoder, text_tokenizer = load_text_encoder(config.text.name_or_path, trust_remote_code)
+        text_width = text_encoder.hidden_size
+    else:
+        text_encoder, text_tokenizer = None, None
+        text_width = text_hidden_size(config.text.name_or_path)
+    smoke_test_encoders(vision, preprocess, text_encoder, text_tokenizer, config)
+    llm, tokenizer = load_llm(config.llm.name_or_path, config.llm.dtype, trust_remote_code)
     llm.requires_grad_(False)
     if config.llm.gradient_checkpointing:
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -158,7 +172,7 @@ def build_model(config) -> Built:
     c = config.connector
     connector = build_connector(
         c.kind,
-        {"image": vision.hidden_size, "reference": text.hidden_size, "key_phrases": text.hidden_size},
+        {"image": vision.hidden_size, "reference": text_width, "key_phrases": text_width},
         llm.get_input_embeddings().embedding_dim,
         num_memory=c.num_memory,
         memory_dim=c.memory_dim,
@@ -173,7 +187,7 @@ def build_model(config) -> Built:
     instruction = tokenizer(config.prompt.instruction, add_special_tokens=False).input_ids
     model = S2DAlign(
         vision,
-        text,
+        text_encoder,
         connector,
         llm,
         torch.tensor(prompt, dtype=torch.long),
@@ -182,3 +196,30 @@ def build_model(config) -> Built:
         pad_token_id=tokenizer.pad_token_id,
     )
     return Built(model, preprocess, Tokenizers(llm=tokenizer, text=text_tokenizer))
+
+
+def smoke_test_encoders(vision: VisionEncoder, preprocess: ImagePreprocessor, text, text_tokenizer, config) -> None:
+    """Run each loaded encoder once on a dummy input; a failure names the config key and stops the build.
+
+    Remote model code, a wrong prefix-token count or a tokenizer that does
+    not fit its model otherwise fail only when a stage first calls them
+    (the text encoder only in stage 2, after all of stage 1).
+    """
+    from PIL import Image
+
+    checks = [("model.vision.name_or_path", config.vision.name_or_path)]
+    try:
+        pixels = preprocess([Image.new("L", (64, 64), 128)])
+        patches = vision(pixels.to(next(vision.parameters()).device))
+        if patches.ndim != 3 or patches.shape[1] < 1:
+            raise ValueError(f"expected (1, N, d) patch tokens, got {tuple(patches.shape)}")
+        if text is not None:
+            checks.append(("model.text.name_or_path", config.text.name_or_path))
+            encoded = text_tokenizer(["No acute findings."], truncation=True, max_length=16, return_tensors="pt")
+            features = text(encoded["input_ids"], encoded["attention_mask"])
+            if features.ndim != 3:
+                raise ValueError(f"expected (1, T, d) token features, got {tuple(features.shape)}")
+    except Exception as err:  # any failure here means the encoder cannot serve training
+        key, name = checks[-1]
+        detail = " ".join(f"{type(err).__name__}: {err}".split())[:240]
+        raise ValueError(f"{key}={name!r}: loads but fails on a dummy input ({detail})") from err

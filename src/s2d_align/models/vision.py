@@ -49,8 +49,49 @@ class ImagePreprocessor:
         self.processor = processor
 
     def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        rgb = [image.convert("RGB") for image in images]
-        return self.processor(images=rgb, return_tensors="pt")["pixel_values"]
+        return self.processor(images=[self.prepare(image) for image in images], return_tensors="pt")["pixel_values"]
+
+    def prepare(self, image: Image.Image) -> Image.Image:
+        """Resize a grayscale image first, then make it RGB: the same pixels, a third of the resizing work.
+
+        The image processor resizes after its own RGB conversion, so a
+        2544x3056 radiograph would be resized in three identical channels.
+        Resizing the single channel with the processor's own filter and
+        target size gives exactly the same RGB image (each channel of the
+        converted image *is* the grayscale one), and the processor's resize
+        then finds nothing to do.
+        """
+        if image.mode not in ("L", "I;16", "I", "F"):
+            return image.convert("RGB")
+        size = self._target_size(image.size)
+        if size is not None and size != image.size and image.mode == "L":
+            image = image.resize(size, resample=self._resample())
+        return image.convert("RGB")
+
+    def _resample(self):
+        resample = getattr(self.processor, "resample", Image.Resampling.BICUBIC)
+        return Image.Resampling(int(resample)) if resample is not None else Image.Resampling.BICUBIC
+
+    def _target_size(self, size: tuple[int, int]) -> tuple[int, int] | None:
+        """(width, height) the processor would resize to, for its ``shortest_edge`` or fixed sizes; else None."""
+        if not getattr(self.processor, "do_resize", False):
+            return None
+        target = getattr(self.processor, "size", None) or {}
+        target = dict(target) if not isinstance(target, dict) else target
+        width, height = size
+        if target.get("shortest_edge") and not target.get("longest_edge"):
+            from transformers.image_transforms import get_resize_output_image_size
+
+            import numpy as np
+
+            h, w = get_resize_output_image_size(
+                np.zeros((height, width, 1), dtype=np.uint8), target["shortest_edge"], default_to_square=False,
+                input_data_format="channels_last",
+            )
+            return int(w), int(h)
+        if target.get("height") and target.get("width"):
+            return int(target["width"]), int(target["height"])
+        return None
 
 
 def infer_prefix_tokens(config) -> int:
@@ -59,12 +100,18 @@ def infer_prefix_tokens(config) -> int:
 
 
 def load_vision_encoder(
-    name_or_path: str, trust_remote_code: bool = False, num_prefix_tokens: int | None = None
+    name_or_path: str,
+    trust_remote_code: bool = False,
+    num_prefix_tokens: int | None = None,
+    key: str = "model.vision.name_or_path",
 ) -> tuple[VisionEncoder, ImagePreprocessor]:
-    """Load E_v and its image processor from a hub id or a local folder."""
+    """Load E_v and its image processor from a hub id or a local folder (``key`` names the setting in errors)."""
     from transformers import AutoImageProcessor, AutoModel
 
-    model = AutoModel.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    processor = AutoImageProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    from s2d_align.models.loading import explain_load_errors
+
+    with explain_load_errors(key, name_or_path):
+        model = AutoModel.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        processor = AutoImageProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     prefix = infer_prefix_tokens(model.config) if num_prefix_tokens is None else num_prefix_tokens
     return VisionEncoder(model, prefix), ImagePreprocessor(processor)

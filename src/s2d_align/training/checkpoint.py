@@ -174,15 +174,20 @@ def drop_resume_state(directory: Path) -> None:
     shutil.rmtree(directory / LAST_DIR, ignore_errors=True)
 
 
-def load_checkpoint(directory: str | Path, overrides=()):
-    """Rebuild a trained model from a stage folder: ``(Built, Config, meta)``; ``overrides`` apply to its config."""
+def load_checkpoint(directory: str | Path, overrides=(), trust_remote_code: bool = False, text: bool = True):
+    """Rebuild a trained model from a stage folder: ``(Built, Config, meta)``; ``overrides`` apply to its config.
+
+    Remote model code runs only if the caller passes ``trust_remote_code``
+    (never because the folder's ``config.yaml`` says so). ``text=False``
+    skips the text encoder, which image-only generation never calls.
+    """
     from s2d_align.models.model import build_model
 
     directory = Path(directory)
     meta = read_meta(directory)
     if meta is None:
         raise FileNotFoundError(f"{directory}: not a finished checkpoint (no {META_FILE}); train first")
-    config = load_config(directory / "config.yaml", overrides)
-    built = build_model(config.model)
+    config = load_config(directory / "config.yaml", overrides, saved=True)
+    built = build_model(config.model, trust_remote_code=trust_remote_code, text=text)
     load_weights(directory, built.model)
     return built, config, meta

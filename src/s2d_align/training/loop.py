@@ -46,8 +46,11 @@ class StageResult:
     history: list[dict] = field(default_factory=list)
 
 
-def train(config: Config, out: Path) -> list[StageResult]:
-    """Run every stage of ``config.train.stages`` into ``out/checkpoints/<stage>``, resuming what was done."""
+def train(config: Config, out: Path, trust_remote_code: bool = False) -> list[StageResult]:
+    """Run every stage of ``config.train.stages`` into ``out/checkpoints/<stage>``, resuming what was done.
+
+    ``trust_remote_code``: let base models run their hub code (the command line's opt-in).
+    """
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
@@ -78,7 +81,7 @@ def train(config: Config, out: Path) -> list[StageResult]:
     set_seed(config.train.seed)
     from s2d_align.models.model import build_model
 
-    built = build_model(config.model)
+    built = build_model(config.model, trust_remote_code=trust_remote_code)
     model = built.model
     _claim_run_folder(config, out)
     collate = Collator(
