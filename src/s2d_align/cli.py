@@ -228,7 +228,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from s2d_align.demo import run_demo
+    from s2d_align.reproducibility import reexec_pinned
 
+    if args.pin_cpu and args.command_line is not None:
+        reexec_pinned(args.command_line)
     run_demo(Path(args.out), studies=args.studies, config=args.config, overrides=args.overrides)
     return 0
 
@@ -245,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--studies", type=int, default=None, help="phantom studies (default: the recipe's)")
     demo.add_argument("--config", default="demo", help="recipe (default: the shipped configs/demo.yaml)")
     demo.add_argument("overrides", nargs="*", help="recipe overrides, key=value")
+    demo.add_argument("--no-pin-cpu", dest="pin_cpu", action="store_false",
+                      help="keep this machine's fastest CPU kernels and threads (figures may differ across processors)")
     demo.set_defaults(func=cmd_demo)
 
     prepare = commands.add_parser("prepare", help="build a dataset manifest").add_subparsers(
@@ -418,6 +423,7 @@ def _add_common_prepare_options(parser: argparse.ArgumentParser, check_default: 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command_line = sys.argv[1:] if argv is None else None  # a demo may start itself again with its CPU pinned
     _quiet_libraries()
     try:
         return int(args.func(args) or 0)

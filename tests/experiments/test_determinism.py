@@ -78,6 +78,11 @@ def test_two_processes_build_train_and_predict_byte_identical_files(tmp_path):
     for wanted in ("base_models/text/tokenizer.json", "base_models/llm/model.safetensors",
                    "run/checkpoints/s3/connector.safetensors", "run/predictions.jsonl", "run/metrics.json"):
         assert wanted in first
+    # train writes its curves: one validation per stage (one epoch each), 4 steps each (16 studies, batch 4)
+    rows = first["run/curves.csv"].decode().splitlines()
+    assert rows[0] == "stage,step,run_step,epoch,train_loss,val_loss"
+    assert [tuple(r.split(",")[:3]) for r in rows[1:]] == [("s1", "4", "4"), ("s2", "4", "8"), ("s3", "4", "12")]
+    assert first["run/curves.png"][:4] == b"\x89PNG"
     different = [name for name in first if first[name] != second[name]]
     assert different == []
 

@@ -26,6 +26,7 @@ from s2d_align.data.images import find_unreadable
 from s2d_align.data.manifest import Study, image_path, read_manifest
 from s2d_align.training import checkpoint as ckpt
 from s2d_align.training.curriculum import apply_stage, stage_contexts
+from s2d_align.training.curves import write_curves
 
 
 class TrainingError(ValueError):
@@ -105,6 +106,8 @@ def train(config: Config, out: Path) -> list[StageResult]:
         result = _run_stage(accelerator, config, stage, model, datasets, collate, directory)
         results.append(result)
         accelerator.free_memory()
+    if accelerator.is_main_process:
+        write_curves(out, results)
     return results
 
 
