@@ -14,8 +14,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# CPU pins for figures that agree across x86-64 processors (see src/s2d_align/reproducibility.py);
+# they must be set before torch loads, so they are set here (the demo sets them itself otherwise).
+CPU_PINS := MKL_CBWR=AVX2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
+
 demo: $(STAMP)
-	$(BIN)/s2d-align demo --out runs/demo
+	env $(CPU_PINS) $(BIN)/s2d-align demo --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

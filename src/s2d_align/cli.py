@@ -316,8 +316,42 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from s2d_align.demo import run_demo
+    from s2d_align.reproducibility import reexec_pinned
 
+    if args.pin_cpu and args.command_line is not None:
+        reexec_pinned(args.command_line)
     run_demo(Path(args.out), studies=args.studies, config=args.config, overrides=args.overrides)
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from s2d_align.experiments.grid import GridSettings, run_grid
+
+    settings = GridSettings(grid=args.grid, seeds=args.seeds, studies=args.studies, epoch_scale=args.epoch_scale,
+                            overrides=tuple(args.overrides), cells=tuple(c for c in args.cells.split(",") if c))
+    run_grid(Path(args.out), settings)
+    return 0
+
+
+def cmd_reader_study_make(args: argparse.Namespace) -> int:
+    from s2d_align.experiments.reader_study import make_study
+
+    key = make_study([Path(p) for p in args.predictions], Path(args.manifest), Path(args.out), n=args.n,
+                     seed=args.seed, include_reference=args.include_reference)
+    print(f"wrote {Path(args.out) / 'index.html'} ({len(key['items'])} reports of {len(key['cases'])} studies); "
+          f"the key stays in {Path(args.out) / 'key.json'}: do not send it to the readers")
+    return 0
+
+
+def cmd_reader_study_score(args: argparse.Namespace) -> int:
+    import json
+
+    from s2d_align.experiments.reader_study import format_scores, score_study
+
+    result = score_study(Path(args.study), [Path(p) for p in args.ratings])
+    print(format_scores(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
     return 0
 
 
@@ -336,7 +370,36 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--studies", type=int, default=None, help="phantom studies (default: the recipe's)")
     demo.add_argument("--config", default="demo", help="recipe (default: the shipped configs/demo.yaml)")
     demo.add_argument("overrides", nargs="*", help="recipe overrides, key=value")
+    demo.add_argument("--no-pin-cpu", dest="pin_cpu", action="store_false",
+                      help="keep this machine's fastest CPU kernels and threads (figures may differ across processors)")
     demo.set_defaults(func=cmd_demo)
+
+    experiment = commands.add_parser("experiment", help="the paper's ablation tables on the phantom, over seeds")
+    experiment.add_argument("--grid", choices=("table3", "table4", "all"), default="all")
+    experiment.add_argument("--seeds", type=int, default=3, help="training seeds per cell (default 3)")
+    experiment.add_argument("--out", required=True, help="grid folder (rerun to resume)")
+    experiment.add_argument("--studies", type=int, default=1500, help="phantom studies shared by all cells (default 1500)")
+    experiment.add_argument("--epoch-scale", type=float, default=0.4,
+                            help="each stage trains the recipe's epochs times this (default 0.4)")
+    experiment.add_argument("--cells", default="", help="comma-separated subset of the grid's cells (default: all)")
+    experiment.add_argument("overrides", nargs="*", help="overrides for every cell's recipe, key=value")
+    experiment.set_defaults(func=cmd_experiment)
+
+    reader = commands.add_parser("reader-study", help="a blinded reader study page (paper's Table 5) and its scores")
+    reader_commands = reader.add_subparsers(dest="reader_command", required=True)
+    make = reader_commands.add_parser("make", help="write STUDY/index.html (self-contained) and STUDY/key.json")
+    make.add_argument("--predictions", nargs="+", required=True, help="predictions JSONL, one per system")
+    make.add_argument("--include-reference", action="store_true", help="also rate the radiologists' own reports")
+    make.add_argument("--manifest", required=True, help="the manifest the predictions' ids come from (for images)")
+    make.add_argument("--n", type=int, default=50, help="studies to rate (default 50)")
+    make.add_argument("--seed", type=int, default=0, help="draw and order of the reports (default 0)")
+    make.add_argument("--out", required=True, help="study folder")
+    make.set_defaults(func=cmd_reader_study_make)
+    score = reader_commands.add_parser("score", help="unblind ratings CSVs: per-system means and rater agreement")
+    score.add_argument("study", help="the study folder (holds key.json)")
+    score.add_argument("ratings", nargs="+", help="ratings CSV files exported from the page")
+    score.add_argument("--json", help="also write the scores as JSON here")
+    score.set_defaults(func=cmd_reader_study_score)
 
     prepare = commands.add_parser("prepare", help="build a dataset manifest").add_subparsers(
         dest="source", required=True, metavar="SOURCE"
@@ -571,6 +634,7 @@ def _add_remote_code_flag(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command_line = sys.argv[1:] if argv is None else None  # a demo may start itself again with its CPU pinned
     _quiet_libraries()
     try:
         return int(args.func(args) or 0)

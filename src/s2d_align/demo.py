@@ -28,7 +28,10 @@ def run_demo(out: Path, studies: int | None = None, config: str = "demo", overri
     from s2d_align.models.tiny import TinySizes, build_tiny_models
     from s2d_align.training.loop import train
 
+    from s2d_align.reproducibility import apply_threads
+
     started = time.perf_counter()
+    cpu = apply_threads()
     out = Path(out).resolve()
     recipe = load_config(config, overrides)
     phantom = recipe.demo
@@ -93,12 +96,15 @@ def run_demo(out: Path, studies: int | None = None, config: str = "demo", overri
         "seconds": timings,
         "peak_memory_mib": _peak_memory_mib(),
         "test_studies": generated,
+        "cpu": cpu,
     }
     atomic.write_json(out / "metrics.json", metrics)
     print("[5/5] test metrics (phantom test split, generated from images alone)")
     print(format_table({f"after {n.upper()}": results[n] for n in results}))
     for stage in stages:
         print(f"  {stage.name}: {stage.samples_per_second:.1f} training samples/s, best val loss {stage.best_val_loss:.4f}")
+    curves = [str(out / n) for n in ("curves.csv", "curves.png") if (out / n).is_file()]
+    print(f"  training curves (train and validation loss per stage): {', '.join(curves)}")
     for name in results:
         print(f"  generation with {name}: {timings[f'generate_{name}_reports_per_second']:.1f} reports/s")
     print(

@@ -45,4 +45,8 @@ def add_lora(model, r: int, alpha: int, dropout: float, target_modules):
 
     targets = target_modules if isinstance(target_modules, str) else list(target_modules)
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    # PEFT resolves "all-linear" to a set, saved in hash order; sorted, adapter_config.json is the same in every process.
+    resolved = model.peft_config["default"]
+    resolved.target_modules = sorted(resolved.target_modules) if isinstance(resolved.target_modules, set) else resolved.target_modules
+    return model

@@ -18,10 +18,20 @@ written out as text where the adapter tokens will go, and the loss on the
 report. No image ever reaches it here; reading the image is what stage 1 must
 teach the adapter. The vision encoder stays random, with one change that a
 pretrained encoder would not need (see ``_build_vision``).
+
+Every file written here is a function of the seed and the manifest alone, byte
+for byte, in any process. ``tokenizers``' WordPiece trainer is not: its
+vocabulary depends on the process's hash ordering (691 or 693 tokens on the
+same corpus from one run to the next, with or without
+``TOKENIZERS_PARALLELISM``), which changed the demo's figures between two runs
+of one machine. So the text encoder's vocabulary is built here, from sorted
+counts (``wordpiece_vocabulary``); it only has to cover the corpus, since the
+encoder on top of it is random anyway.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 import random
@@ -112,15 +122,18 @@ def _build_vision(path: Path, sizes: TinySizes, seed: int) -> None:
 
 
 def _build_text(path: Path, corpus: Iterable[str], sizes: TinySizes, seed: int) -> None:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
-    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    wordpiece.decoder = decoders.WordPiece()
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    wordpiece.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=sizes.text_vocab, special_tokens=special))
+    words = [w for text in corpus for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))]
+    vocab = wordpiece_vocabulary(words, sizes.text_vocab, special)
+    wordpiece = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    wordpiece.normalizer = normalizer
+    wordpiece.pre_tokenizer = pre_tokenizer
+    wordpiece.decoder = decoders.WordPiece()
     cls, sep = wordpiece.token_to_id("[CLS]"), wordpiece.token_to_id("[SEP]")
     wordpiece.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
@@ -138,6 +151,21 @@ def _build_text(path: Path, corpus: Iterable[str], sizes: TinySizes, seed: int) 
         pad_token_id=0,
     )
     BertModel(config).save_pretrained(path)
+
+
+def wordpiece_vocabulary(words: Iterable[str], size: int, special: Sequence[str]) -> dict[str, int]:
+    """A WordPiece vocabulary from sorted counts, identical in every process.
+
+    Special tokens first, then every character seen, alone and as a ``##``
+    continuation (so any word of the corpus can be spelt), then whole words by
+    falling count, ties in alphabetical order, up to ``size`` entries.
+    """
+    counts = Counter(words)
+    chars = sorted({c for word in counts for c in word})
+    entries = list(dict.fromkeys([*special, *chars, *(f"##{c}" for c in chars)]))
+    ranked = sorted((w for w in counts if w not in entries), key=lambda w: (-counts[w], w))
+    entries += ranked[: max(0, size - len(entries))]
+    return {token: index for index, token in enumerate(entries)}
 
 
 def _build_llm(path: Path, corpus: Sequence[str], examples: Sequence[tuple[str, ...]], sizes: TinySizes, seed: int) -> None:

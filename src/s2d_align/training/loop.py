@@ -29,6 +29,7 @@ from s2d_align.data.images import find_unreadable
 from s2d_align.data.manifest import Study, check_image_paths, image_path, read_manifest
 from s2d_align.training import checkpoint as ckpt
 from s2d_align.training.curriculum import apply_stage, stage_contexts
+from s2d_align.training.curves import write_curves
 
 
 class TrainingError(ValueError):
@@ -115,6 +116,8 @@ def train(config: Config, out: Path, trust_remote_code: bool = False) -> list[St
         result = _run_stage(accelerator, config, stage, model, datasets, collate, directory)
         results.append(result)
         accelerator.free_memory()
+    if accelerator.is_main_process:
+        write_curves(out, results)
     return results
 
 

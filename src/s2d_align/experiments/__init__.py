@@ -1,0 +1,1 @@
+"""Experiments on the phantom: the paper's ablation tables as one command."""
