@@ -249,3 +249,69 @@ def test_without_the_extra_the_error_names_it(monkeypatch):
     with pytest.raises(MetricSetupError, match=r"bertscore, semb need the 'metrics' extra: pip install 's2d-align\[metrics\]'"):
         model_metrics.check(["bertscore", "semb"])
     assert model_metrics.check([]) == ""  # the core metrics ask nothing of it
+
+
+# ----------------------------------------------------------------------------- the commands
+
+
+def _predictions(path: Path, hyps: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"id": f"r{i}", "reference": r, "prediction": h}) + "\n"
+                            for i, (r, h) in enumerate(zip(REFS, hyps))))
+    return path
+
+
+def test_cli_evaluate_and_compare_with_model_metrics(tmp_path, capsys, roberta_dir, chexbert_dir):
+    from s2d_align.cli import main
+
+    predictions = _predictions(tmp_path / "a.jsonl", HYPS)
+    out = tmp_path / "m.json"
+    models = ["--metric-model", f"bertscore={roberta_dir}", "--metric-model", f"semb={chexbert_dir}"]
+    assert main(["evaluate", "--predictions", str(predictions), "--output", str(out), "--metrics",
+                 "bleu,bertscore,semb", *models, "--bootstrap", "50", "--metric-device", "cpu"]) == 0
+    metrics = json.loads(out.read_text())
+    expected_bert = model_metrics.bertscore(REFS, HYPS, str(roberta_dir), "cpu").per_report
+    expected_semb = model_metrics.semb(REFS, HYPS, str(chexbert_dir), "cpu").per_report
+    assert metrics["bertscore"] == pytest.approx(expected_bert.mean(), abs=1e-9)
+    assert metrics["semb"] == pytest.approx(expected_semb.mean(), abs=1e-9)
+    low, high = metrics["confidence_intervals"]["bertscore"]
+    assert low <= metrics["bertscore"] <= high and low < high
+    assert "semb" in metrics["confidence_intervals"]
+    assert "layer 5, idf off" in metrics["conventions"]["bertscore"]
+    assert "cosine of the [CLS] embeddings" in metrics["conventions"]["semb"]
+    assert metrics["versions"]["radeval"] == "2.2.1"
+    rows = (tmp_path / "m.samples.csv").read_text().splitlines()
+    assert rows[0].split(",")[:4] == ["id", "bleu4", "bertscore", "semb"]
+    assert float(rows[1].split(",")[2]) == pytest.approx(expected_bert[0], abs=1e-9)
+    assert "| BERTScore |" in (tmp_path / "m.md").read_text()
+
+    other = _predictions(tmp_path / "b.jsonl", REFS)  # system B repeats the references: BERTScore 1
+    assert main(["compare", str(predictions), str(other), "--metrics", "bertscore", *models[:2],
+                 "--resamples", "50", "--output", str(tmp_path / "c.json")]) == 0
+    compared = json.loads((tmp_path / "c.json").read_text())["metrics"]["bertscore"]
+    assert compared["b"] == pytest.approx(1.0, abs=1e-6)
+    assert compared["delta"] == pytest.approx(1.0 - expected_bert.mean(), abs=1e-6)
+
+
+@pytest.mark.parametrize("metrics, message", [
+    ("bleu,bertscor", "unknown metric(s) ['bertscor']"),
+    ("bleu,green", "green is one of the field's model metrics, but this version of s2d-align does not compute it"),
+    ("radcliq", "radcliq is one of the field's model metrics"),
+])
+def test_cli_bad_metric_names_fail_before_work(tmp_path, capsys, metrics, message):
+    from s2d_align.cli import main
+
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--predictions", str(_predictions(tmp_path / "a.jsonl", HYPS)), "--output", str(out),
+                 "--metrics", metrics]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_missing_model_fails_before_work(tmp_path, capsys):
+    from s2d_align.cli import main
+
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--predictions", str(_predictions(tmp_path / "a.jsonl", HYPS)), "--output", str(out),
+                 "--metrics", "bleu,bertscore", "--metric-model", f"bertscore={tmp_path / 'nowhere'}"]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert not out.exists()
