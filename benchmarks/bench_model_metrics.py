@@ -15,7 +15,7 @@ model loading included. Use ``--pairs`` below 3,858 on a small machine: the
 cost is linear in the number of distinct reports, and the script prints the
 per-pair figures and their extrapolation to 3,858 pairs.
 
-    PYTHONPATH=src python benchmarks/bench_model_metrics.py [--pairs 3858] [--seed 0] [--threads N]
+    PYTHONPATH=src python benchmarks/bench_model_metrics.py [--pairs 3858] [--seed 0] [--threads N] [--only bertscore|semb]
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--only", choices=["bertscore", "semb"], help="time one metric")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         model_metrics.check(("bertscore", "semb"), models)
         print(f"{len(records)} pairs, {distinct} distinct reports; torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads, device {args.device}")
-        for name in ("bertscore", "semb"):
+        for name in (args.only,) if args.only else ("bertscore", "semb"):
             cpu, wall = time.process_time(), time.perf_counter()
             result = model_metrics.score((name,), references, predictions, {name: models[name]}, args.device)[name]
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
