@@ -129,6 +129,7 @@ def agreement(reports: list[Report], labels: list[dict], uncertain_present: bool
             "kappa": (observed - chance) / (1 - chance) if chance < 1 else 0.0,
             "precision": tp / (tp + fp) if tp + fp else 0.0,
             "recall": tp / (tp + fn) if tp + fn else 0.0,
+            "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
             "mesh_present": tp + fn,
             "labeler_present": tp + fp,
         }
@@ -150,13 +151,13 @@ def main(argv: list[str] | None = None) -> None:
     with_uncertain = agreement(reports, labels, uncertain_present=True)
     positive_only = agreement(reports, labels, uncertain_present=False)
     print("present = positive or uncertain            | present = positive only")
-    print(f"{'observation':28s} {'agree':>6s} {'kappa':>6s} {'P':>6s} {'R':>6s} {'MeSH+':>6s} {'rules+':>6s} |"
-          f" {'agree':>6s} {'kappa':>6s} {'rules+':>6s}")
+    print(f"{'observation':28s} {'agree':>6s} {'kappa':>6s} {'P':>6s} {'R':>6s} {'F1':>6s} {'MeSH+':>6s} {'rules+':>6s} |"
+          f" {'agree':>6s} {'kappa':>6s} {'F1':>6s} {'rules+':>6s}")
     for observation, a in with_uncertain.items():
         b = positive_only[observation]
-        print(f"{observation:28s} {a['agreement']:6.3f} {a['kappa']:6.3f} {a['precision']:6.3f} {a['recall']:6.3f} "
+        print(f"{observation:28s} {a['agreement']:6.3f} {a['kappa']:6.3f} {a['precision']:6.3f} {a['recall']:6.3f} {a['f1']:6.3f} "
               f"{a['mesh_present']:6d} {a['labeler_present']:6d} | {b['agreement']:6.3f} {b['kappa']:6.3f} "
-              f"{b['labeler_present']:6d}")
+              f"{b['f1']:6.3f} {b['labeler_present']:6d}")
     if args.show:
         for report, label in zip(reports, labels):
             truth = any(MESH[args.show](t) for t in report.mesh)

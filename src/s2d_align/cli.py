@@ -239,6 +239,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         resamples=args.bootstrap,
         seed=args.seed,
         confidence=args.confidence,
+        metric_models=_metric_models(args),
+        device=args.metric_device,
     )
     print(format_table({"test": metrics}))
     print(caption(metrics))
@@ -277,6 +279,12 @@ def scoring_defaults(predictions: Path, clean: str | None, labeler: str | None) 
     return clean or recipe.get("clean", "none"), labeler or recipe.get("labeler", "rules"), why
 
 
+def _metric_models(args: argparse.Namespace) -> dict[str, str]:
+    from s2d_align.evaluation.model_metrics import parse_metric_models
+
+    return parse_metric_models(args.metric_model)
+
+
 def cmd_label(args: argparse.Namespace) -> int:
     from s2d_align.evaluation.labelers import build_labeler, label_file
 
@@ -303,6 +311,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         radgraph_a=args.radgraph_a,
         radgraph_b=args.radgraph_b,
         test=args.test,
+        metric_models=_metric_models(args),
+        device=args.metric_device,
         resamples=args.resamples,
         seed=args.seed,
         confidence=args.confidence,
@@ -589,8 +599,14 @@ def _add_scoring_flags(parser: argparse.ArgumentParser, default_metrics: str | N
         parser.add_argument("--clean", default="none", choices=list(CLEANERS),
                             help="cleaning applied to both sides before scoring (default: none, text as given)")
     parser.add_argument("--metrics", default=default_metrics,
-                        help="comma-separated subset of bleu,rouge_l,cider,meteor,ce,radgraph "
-                             f"(default: {default_metrics or 'all that can run'})")
+                        help="comma-separated subset of bleu,rouge_l,cider,meteor,ce,radgraph and, with the "
+                             "'metrics' extra, bertscore,semb "
+                             f"(default: {default_metrics or 'bleu..radgraph, all that can run'})")
+    parser.add_argument("--metric-model", action="append", default=[], metavar="NAME=ID_OR_PATH",
+                        help="model of a model metric: a hub id or a local folder (bertscore=distilroberta-base, "
+                             "semb=DIR with config.json, tokenizer, chexbert.pth); repeatable")
+    parser.add_argument("--metric-device", default=None,
+                        help="torch device of the model metrics (default: cuda when present, else cpu)")
     _add_labeler_flags(parser, recipe_defaults)
 
 

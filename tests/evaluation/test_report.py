@@ -25,7 +25,7 @@ def test_headline_keys_and_detail():
     assert (metrics["ce_precision"], metrics["ce_recall"]) == (2 / 3, 2 / 3)
     assert metrics["n"] == 3
     assert metrics["cleaning"]["scheme"] == "none"
-    assert metrics["ce"]["labeler"] == "rules 1"
+    assert metrics["ce"]["labeler"] == "rules 2"
     assert set(metrics["confidence_intervals"]) == {"bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider",
                                                     "ce_precision", "ce_recall", "ce_f1"}
     low, high = metrics["confidence_intervals"]["bleu4"]
@@ -132,7 +132,7 @@ def test_cli_evaluate(tmp_path, capsys):
     out = capsys.readouterr()
     assert out.out.splitlines()[0].startswith("|      |   B@1 |")
     assert "| test |" in out.out
-    assert out.out.splitlines()[3] == ("3 reports; cleaning none; pycocoevalcap 1.2; CE: rules 1, micro over 14, "
+    assert out.out.splitlines()[3] == ("3 reports; cleaning none; pycocoevalcap 1.2; CE: rules 2, micro over 14, "
                                        "uncertain positive; 95% intervals from 20 bootstrap resamples (seed 0)")
     assert json.loads((tmp_path / "m.json").read_text())["bootstrap"]["resamples"] == 20
 

@@ -4,7 +4,8 @@ Both prediction files must cover exactly the same ids with the same
 references; anything else is an error that lists the offending ids, because
 a comparison over different reports means nothing. Each file is scored with
 the same cleaning and the same labeler instance, then every metric with
-per-report statistics (BLEU-1..4, ROUGE-L, CIDEr-D, CE P/R/F1, RadGraph F1)
+per-report statistics (BLEU-1..4, ROUGE-L, CIDEr-D, CE P/R/F1, RadGraph F1,
+BERTScore, SembScore)
 is tested with :func:`s2d_align.evaluation.bootstrap.paired_bootstrap` or
 :func:`~s2d_align.evaluation.bootstrap.permutation_test`. METEOR has no
 per-report statistics and is not tested.
@@ -51,14 +52,16 @@ def compare_records(records_a: list[dict[str, str]], records_b: list[dict[str, s
                     metrics: str | Iterable[str] | None = DEFAULT_METRICS, labeler: Any = "rules", *,
                     labeler_options: dict[str, Any] | None = None, radgraph_a: dict | None = None,
                     radgraph_b: dict | None = None, test: str = "bootstrap", resamples: int = 1000, seed: int = 0,
-                    confidence: float = 0.95, names: tuple[str, str] = ("A", "B")) -> dict[str, Any]:
+                    confidence: float = 0.95, names: tuple[str, str] = ("A", "B"),
+                    metric_models: dict[str, str] | None = None, device: str | None = None) -> dict[str, Any]:
     """Score both systems and test every metric's difference B - A."""
     if test not in TESTS:
         raise ValueError(f"unknown test {test!r}; choose one of {', '.join(TESTS)}")
     records_b = align(records_a, records_b, *names)
     shared = resolve_labeler(labeler, labeler_options)
-    a = score_records(records_a, clean, metrics, shared, radgraph=radgraph_a, resamples=0)
-    b = score_records(records_b, clean, metrics, shared, radgraph=radgraph_b, resamples=0)
+    models = {"metric_models": metric_models, "device": device}
+    a = score_records(records_a, clean, metrics, shared, radgraph=radgraph_a, resamples=0, **models)
+    b = score_records(records_b, clean, metrics, shared, radgraph=radgraph_b, resamples=0, **models)
     if test == "bootstrap":
         results = bootstrap.paired_bootstrap(a.statistics, b.statistics, resamples, seed, confidence)
     else:

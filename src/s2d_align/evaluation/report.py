@@ -35,13 +35,17 @@ from s2d_align.evaluation import bootstrap
 from s2d_align.evaluation.bootstrap import SampleStatistic, mean_of
 from s2d_align.evaluation.cleaning import DESCRIPTIONS, cleaner
 from s2d_align.evaluation.clinical import clinical_efficacy, counts, label_matrix, micro
+from s2d_align.evaluation import model_metrics
 from s2d_align.evaluation.labelers import resolve_labeler
 from s2d_align.evaluation.nlg import BLEU_KEYS, NLG_METRICS, bleu_from_statistics, java_version, score_nlg
 from s2d_align.evaluation.predictions import PREDICTION_KEYS, read_jsonl
 from s2d_align.evaluation.radgraph_f1 import RG_KEYS, load_annotation_files, load_paired_annotations, radgraph_scores
 
 METRICS = ("bleu", "rouge_l", "cider", "meteor", "ce", "radgraph")
-HEADLINE = (*BLEU_KEYS, "meteor", "rouge_l", "cider", "ce_precision", "ce_recall", "ce_f1", *RG_KEYS)
+"""The default set: runs with the core dependencies alone."""
+ALL_METRICS = (*METRICS, *model_metrics.MODEL_METRICS)
+HEADLINE = (*BLEU_KEYS, "meteor", "rouge_l", "cider", "ce_precision", "ce_recall", "ce_f1", *RG_KEYS,
+            *model_metrics.MODEL_METRICS)
 
 _NO_RADGRAPH = (
     "no RadGraph annotations were given (see the command's --radgraph-* options); "
@@ -77,15 +81,19 @@ class Evaluation:
 
 
 def parse_metrics(spec: str | Iterable[str] | None) -> tuple[str, ...]:
-    """``"bleu,ce"`` -> ``("bleu", "ce")``; None means all of :data:`METRICS`."""
+    """``"bleu,ce"`` -> ``("bleu", "ce")``; None means all of :data:`METRICS` (the model metrics are opt-in)."""
     if spec is None:
         return METRICS
     items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
     items = [s for s in items if s]
-    unknown = [s for s in items if s not in METRICS]
+    later = [s for s in items if s in model_metrics.NOT_WIRED]
+    if later:
+        raise ValueError("; ".join(model_metrics.describe_not_wired(s) for s in later))
+    unknown = [s for s in items if s not in ALL_METRICS]
     if unknown or not items:
-        raise ValueError(f"unknown metric(s) {unknown or items}; choose a comma-separated subset of {','.join(METRICS)}")
-    return tuple(m for m in METRICS if m in items)
+        raise ValueError(f"unknown metric(s) {unknown or items}; choose a comma-separated subset of "
+                         f"{','.join(ALL_METRICS)}")
+    return tuple(m for m in ALL_METRICS if m in items)
 
 
 def score_records(
@@ -100,6 +108,8 @@ def score_records(
     seed: int = 0,
     confidence: float = 0.95,
     meteor_timeout_s: float | None = None,
+    metric_models: dict[str, str] | None = None,
+    device: str | None = None,
 ) -> Evaluation:
     """Score ``records`` (``{"id", "reference", "prediction"}``); see :func:`evaluate_records`."""
     records = list(records)
@@ -107,6 +117,8 @@ def score_records(
     if resamples < 0:
         raise ValueError(f"resamples must be 0 (no intervals) or more, got {resamples}")
     wanted = parse_metrics(metrics)
+    neural = tuple(m for m in wanted if m in model_metrics.MODEL_METRICS)
+    radeval_version = model_metrics.check(neural, metric_models)  # before any work: extra, models, fit
     clean_text = cleaner(clean)
     ids = [r["id"] for r in records]
     references = [clean_text(r["reference"]) for r in records]
@@ -133,6 +145,13 @@ def score_records(
         else:
             _radgraph(ids, radgraph, scores, statistics, per_report)
 
+    conventions = {k: v for k, v in CONVENTIONS.items() if k in wanted or k in ("tokenisation", "intervals")}
+    for name, result in model_metrics.score(neural, references, predictions, metric_models, device).items():
+        scores[name] = result.score
+        statistics[name] = mean_of(result.per_report)
+        per_report[name] = result.per_report
+        conventions[name] = result.convention
+
     metrics_out: dict[str, Any] = {key: scores[key] for key in HEADLINE if key in scores}
     metrics_out["n"] = len(records)
     metrics_out["cleaning"] = {"scheme": clean, "description": DESCRIPTIONS[clean]}
@@ -143,8 +162,10 @@ def score_records(
         if "meteor" in scores:
             metrics_out["bootstrap"]["meteor"] = _NO_METEOR_INTERVAL
     metrics_out["not_run"] = not_run
-    metrics_out["conventions"] = {k: v for k, v in CONVENTIONS.items() if k in wanted or k in ("tokenisation", "intervals")}
+    metrics_out["conventions"] = conventions
     metrics_out["versions"] = _versions(labeler_version, meteor="meteor" in wanted and "meteor" in scores)
+    if neural:
+        metrics_out["versions"]["radeval"] = radeval_version
     return Evaluation(metrics_out, _sample_rows(ids, per_report, labels), statistics)
 
 
@@ -218,6 +239,7 @@ _COLUMNS = (
     ("B@1", "bleu1"), ("B@2", "bleu2"), ("B@3", "bleu3"), ("B@4", "bleu4"), ("MTR", "meteor"),
     ("R-L", "rouge_l"), ("CIDEr", "cider"), ("CE-P", "ce_precision"), ("CE-R", "ce_recall"),
     ("CE-F1", "ce_f1"), ("RG_E", "rg_e"), ("RG_ER", "rg_er"), ("RG_ER-bar", "rg_er_bar"),
+    ("BERTScore", "bertscore"), ("SembScore", "semb"),
 )
 
 
@@ -350,7 +372,8 @@ def _snake(name: str) -> str:
 
 
 def _sample_rows(ids: list[str], per_report: dict[str, np.ndarray], labels: tuple[list, list] | None) -> list[dict]:
-    order = [k for k in ("bleu4", "rouge_l", "cider", "meteor", *RG_KEYS) if k in per_report]
+    order = [k for k in ("bleu4", "rouge_l", "cider", "meteor", *RG_KEYS, *model_metrics.MODEL_METRICS)
+             if k in per_report]
     rows = []
     for i, record_id in enumerate(ids):
         row: dict[str, Any] = {"id": record_id}

@@ -38,7 +38,7 @@ from typing import Iterable
 from s2d_align.chexpert import NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN
 from s2d_align.evaluation.labelers import vocabulary as vocab
 
-VERSION = "1"
+VERSION = "2"
 
 _SUPPORT_DEVICES = "Support Devices"
 _NO_FINDING = "No Finding"

@@ -33,6 +33,18 @@ from __future__ import annotations
 OTHER_FINDING = "Other finding"
 """Category of the findings that are no CheXpert observation but make No Finding blank."""
 
+# Pulmonary venous congestion described without the word: engorged or prominent vessels, increased
+# vascularity, cephalization, vascular redistribution, pulmonary venous hypertension. CheXpert's
+# "vascular prominence" and "vascular congestion", which it always labels uncertain Edema.
+_VASCULAR_SIGN = (
+    r"(?:(?:prominen\w*|increased|engorged)(?: of)?(?: the)?"
+    r"(?: (?:central|lung|pulmonary|hilar|perihilar|bilateral|interstitial|upper lobe|vascular))*"
+    r" vascula(?:r markings|rity|ture)|"
+    r"(?:lung |pulmonary )?vascula(?:rity|ture) (?:is|are|appears?|remains?) (?:(?!not\b)\w+ )?"
+    r"(?:prominent|increased|engorged|congested)|"
+    r"engorge\w*|(?:vascular )?cephalization|vascular redistribution|pulmonary venous hypertension)"
+)
+
 # ----------------------------------------------------------------------------- mentions
 
 MENTIONS: dict[str, tuple[str, ...]] = {
@@ -80,14 +92,18 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "Edema": (
         r"edema\w*",
         r"(?:congestive )?heart failure",
+        r"(?:cardiac|early|left (?:heart|ventricular)) failure",
         r"chf",
-        r"(?:vascular|pulmonary|venous) congestion",
+        r"(?:(?:vascular|pulmonary|venous) )?congest(?:ion|ed)",
         r"indistinct\w*",
         r"vascular prominence",
+        # the same sign in other words: MeSH indexes these as Pulmonary Congestion
+        _VASCULAR_SIGN,
     ),
     "Consolidation": (r"consolidat\w*",),
     "Pneumonia": (
         r"(?:broncho)?pneumonias?",
+        r"pneumonitis",
         r"infections?",
         r"infectious(?: process)?",
     ),
@@ -168,7 +184,6 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         r"bronchiolitis",
         r"airways? disease",
         r"thickening",
-        r"cephalization",
         r"aspiration",
         r"bullae?",
         r"bullous",
@@ -225,6 +240,15 @@ UNMENTIONS: dict[str, tuple[str, ...]] = {
         r"collapse\w* of (?:the )?(?:[tl]\d+|vertebra\w*)",
     ),
     "Pleural Effusion": (r"pericardial effusions?", r"joint effusions?"),
+    # edema outside the lungs ("soft tissue edema" of an ankle film read with the chest)
+    "Edema": (r"(?:soft[- ]tissue|subcutaneous|ankle|leg|extremity|facial|scalp|bowel wall) edema\w*",),
+    # healed infection is a granuloma, not pneumonia ("sequelae of prior granulomatous infection")
+    "Pneumonia": (
+        r"(?:(?:prior|previous|old|remote|healed|sequelae? of)"
+        r"(?: (?:active|pulmonary|chest|fungal|granulomatous|tuberculous|tuberculosis|histoplasmosis))* "
+        r"(?:pneumonias?|pneumonitis|infections?))",
+        r"(?:granulomatous|tuberculous|tuberculosis|histoplasm\w*|fungal granulomatous) infections?",
+    ),
     "Support Devices": (
         r"kerley(?: b)? lines?",
         r"septal lines?",
@@ -243,11 +267,11 @@ UNMENTIONS: dict[str, tuple[str, ...]] = {
 
 # Edema mentions that CheXpert always labels uncertain (they suggest, not show, edema).
 ALWAYS_UNCERTAIN = {
-    "Edema": r"(?:vascular|pulmonary|venous) congestion|indistinct\w*|vascular prominence",
+    "Edema": r"(?:(?:vascular|pulmonary|venous) )?congest(?:ion|ed)|indistinct\w*|vascular prominence|" + _VASCULAR_SIGN,
 }
 
 # Heart failure mentioned positive or uncertain adds an uncertain Cardiomegaly (CheXpert's rule).
-HEART_FAILURE = r"(?:congestive )?heart failure|chf"
+HEART_FAILURE = r"(?:congestive )?heart failure|(?:cardiac|early|left (?:heart|ventricular)) failure|chf"
 
 # Cardiac and mediastinal mentions that name a structure rather than a finding: CheXpert calls
 # "stable heart size" or "unchanged cardiomediastinal silhouette" uncertain.
@@ -272,7 +296,7 @@ NEGATION_BEFORE = (
     r"\bno\b(?! (?:\w+ )?(?:change|changes|changed|increase|increased|decrease|decreased|progression|"
     r"improvement|worsening)\b)",
     r"\bnot\b(?! (?:well|clearly|entirely|completely|only|changed|significantly|excluded|ruled)\b)",
-    r"\bwithout\b(?! (?:\w+ )?(?:change|changes|increase|progression)\b)",
+    r"\bwithout\b(?! (?:\w+ )?(?:change|changes|increase|progression|comparisons?|priors?)\b)",
     r"\bneither\b",
     r"\bnor\b",
     r"\bnegative for\b",
@@ -331,18 +355,20 @@ NEGATION_RIGHT_AFTER = (
 UNCERTAINTY_AT_PREDICATE = (
     r"(?:(?:may|might|could|can|would) (?:also |still )?be (?:\w+ )?"
     r"(?:present|seen|noted|visualized|visible|identified|obscured|developing|there|enlarged|increased|"
-    r"widened|prominent|accentuated|exaggerated|larger|worse|worsened)|"
+    r"widened|prominent|accentuated|exaggerated|larger|worse|worsened|consideration)|"
     r"(?:cannot|can ?not|can't|could not) (?:be )?(?:entirely |completely |totally |definitely |well )?"
     r"(?:excluded|ruled out|assessed|evaluated)|"
     r"(?:is|are|was|were|appears?|remains?)(?: (?:now|also|still))? "
     r"(?:suspected|questioned|questionable|possible|probable|less likely|unlikely|borderline|"
     r"not (?:entirely |completely |totally |definitely )?(?:excluded|ruled out)|"
-    r"difficult to (?:exclude|assess|evaluate)|obscured|"
+    r"difficult to (?:exclude|assess|evaluate)|obscured|(?:also )?(?:in|within) the differential|"
+    r"(?:a|another) (?:\w+ )?consideration|"
     r"(?:not well|poorly|incompletely|not clearly|not entirely)[- ](?:seen|visualized|evaluated|assessed|demonstrated)))\b"
 )
 UNCERTAINTY_RIGHT_AFTER = r"\s*(?:suspected|questioned|borderline|less likely|unlikely|not excluded|\?)"
 
 UNCERTAINTY_BEFORE = (
+    r"\bdifferential\b[^.;]*?\binclud(?:e|es|ing)\b|"
     r"\b(?:possible|possibly|probable|probably|question(?:able|ed|s)?|suspect(?:s|ed)?|suspicious|"
     r"suspicion|concern(?:ing)?|worrisome|may|might|could|would|versus|vs|"
     r"suggest(?:s|ed|ing|ive|ion)?|presum(?:ed|ably|ptive)|equivocal|indeterminate|uncertain|borderline|"
