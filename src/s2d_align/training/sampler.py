@@ -10,11 +10,11 @@ get_length_grouped_indices``: shuffle, cut into megabatches of
 first) and put the longest batch of the epoch first, so a batch that does not
 fit in memory fails at step 1 rather than hours in.
 
-It is written here rather than imported because transformers' sampler draws
-from a torch generator it is handed, not from a seed and an epoch: this one
-derives the order from ``(seed, epoch)`` alone, so the order of any epoch is a
-pure function of the recipe, and resuming mid-epoch (``skip_first_batches``)
-replays it exactly without saving sampler state. It yields indices; the
+The ordering is transformers' own function; what this class adds is where
+its randomness comes from: a generator seeded from ``(seed, epoch)`` alone, so
+the order of any epoch is a pure function of the recipe and resuming mid-epoch
+(``skip_first_batches``) replays it exactly without saving sampler state.
+It yields indices; the
 DataLoader's batch sampler cuts them into per-device batches and accelerate's
 ``BatchSamplerShard`` deals whole batches to the ranks in turn, so a
 megabatch of ``megabatch_mult * batch_size * num_processes`` indices gives
@@ -37,22 +37,6 @@ def default_megabatch_mult(num_samples: int, global_batch: int) -> int:
     return max(1, min(num_samples // (4 * global_batch), MAX_MEGABATCH_MULT))
 
 
-def length_grouped_indices(lengths: Sequence[int], global_batch: int, megabatch_mult: int, generator: torch.Generator) -> list[int]:
-    """A random permutation of ``range(len(lengths))`` whose consecutive ``global_batch`` runs have similar lengths."""
-    order = torch.randperm(len(lengths), generator=generator).tolist()
-    size = megabatch_mult * global_batch
-    megabatches = [
-        sorted(order[start : start + size], key=lambda i: lengths[i], reverse=True)
-        for start in range(0, len(order), size)
-    ]
-    if len(megabatches) > 1:
-        # The longest sample's batch goes first (its megabatch is sorted, so it is that megabatch's head).
-        heads = [lengths[m[0]] for m in megabatches]
-        longest = max(range(len(megabatches)), key=heads.__getitem__)
-        megabatches[0][0], megabatches[longest][0] = megabatches[longest][0], megabatches[0][0]
-    return [i for megabatch in megabatches for i in megabatch]
-
-
 class LengthGroupedSampler(Sampler[int]):
     """Indices for one epoch, grouped by ``lengths``; the order depends on ``(seed, epoch)`` only."""
 
@@ -70,9 +54,11 @@ class LengthGroupedSampler(Sampler[int]):
         return len(self.lengths)
 
     def __iter__(self) -> Iterator[int]:
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
         generator = torch.Generator()
         generator.manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(length_grouped_indices(self.lengths, self.global_batch, self.megabatch_mult, generator))
+        return iter(get_length_grouped_indices(self.lengths, self.global_batch, self.megabatch_mult, generator))
 
 
 def report_lengths(llm_tokenizer, texts: Sequence[str], max_report_tokens: int) -> list[int]:
