@@ -74,10 +74,10 @@ def main(argv: list[str] | None = None) -> None:
     full = args.work / "manifest.jsonl"
     studies = read_manifest(full)
     train_studies = [s for s in studies if s.split == "train"][: args.train_studies]
-    keep_ids = {s.reference_id for s in train_studies if s.reference_id}
-    val = [s for s in studies if s.split == "val"][:32]
-    subset = [s for s in studies if s in train_studies or s in val or s.id in keep_ids]
-    subset = [dataclasses.replace(s, split="test") if s.id in keep_ids and s not in train_studies else s for s in subset]
+    train_ids = {s.id for s in train_studies}
+    # a reference outside the subset is dropped (an empty reference text, as data.missing_reference=empty feeds)
+    train_studies = [s if s.reference_id in train_ids else dataclasses.replace(s, reference_id=None) for s in train_studies]
+    subset = train_studies + [s for s in studies if s.split == "val"][:32]
     manifest = full.with_name("bench_train_manifest.jsonl")
     write_manifest(manifest, subset)
     overrides = [f"model.vision.name_or_path={base / 'vision'}", f"model.text.name_or_path={base / 'text'}",
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     built = build_model(config.model)
     model = built.model.train()
     collate = Collator(built.tokenizers.llm, built.tokenizers.text, config.data.max_report_tokens, config.model.text.max_length)
-    findings = {s.id: s.findings for s in studies}
+    findings = {s.id: s.findings for s in subset}
     dataset = TrainingDataset(train_studies, findings, full, built.preprocess, config.data.max_images, config.data.max_key_phrases)
     size = config.train.batch_size
     batches = [collate([dataset[i * size + j] for j in range(size)]) for i in range(args.steps)]
