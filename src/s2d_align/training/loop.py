@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from s2d_align.config import Config, StageConfig, load_config, save_config, to_dict
 from s2d_align.data.dataset import Collator, TrainingDataset
 from s2d_align.data.image_checks import ImageCheckCache, check_shard
-from s2d_align.data.manifest import Study, image_path, read_manifest
+from s2d_align.data.manifest import Study, read_manifest
 from s2d_align.training import checkpoint as ckpt
 from s2d_align.training.curriculum import apply_stage, stage_contexts
 from s2d_align.training.sampler import LengthGroupedSampler, report_lengths
@@ -371,7 +371,10 @@ def _check_images(accelerator, studies: list[Study], manifest: Path, config: Con
     from accelerate.utils import gather_object
 
     level = config.data.image_check
-    items = [(s.id, image_path(manifest, p)) for s in studies for p in s.images[: config.data.max_images]]
+    folder = Path(manifest).resolve().parent  # resolved once: resolving per image costs minutes on 300k images
+    items = [
+        (s.id, Path(p) if Path(p).is_absolute() else folder / p) for s in studies for p in s.images[: config.data.max_images]
+    ]
     cache = ImageCheckCache(out / "image_checks.json")
     started = time.perf_counter()
     shard = items[accelerator.process_index :: accelerator.num_processes]
