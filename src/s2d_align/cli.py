@@ -451,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "in train only, or nowhere")
     mimic.add_argument("--no-store-radgraph", action="store_true",
                        help="leave the manifest's radgraph field empty (smaller manifest)")
-    _add_common_prepare_options(mimic, check_default="header")
+    _add_common_prepare_options(mimic, check_default="full")
     mimic.set_defaults(func=cmd_prepare_mimic_cxr)
 
     r2gen = prepare.add_parser("r2gen", help="import an R2Gen annotation.json (IU X-Ray or MIMIC-CXR)")

@@ -125,6 +125,12 @@ class DataConfig:
     # given to prepare) unless absolute paths are allowed: see data.manifest.check_image_paths.
     image_root: str | None = None
     allow_absolute_paths: bool = False
+    # The image check at the start of ``train`` (prepare has vetted every image already):
+    # "header" reads each image's header and end marker, "full" decodes every pixel, "none"
+    # only checks that the file exists. Passed checks are remembered in the run folder
+    # (image_checks.json) by path, size and mtime, so a resume only stats each image.
+    image_check: Literal["none", "header", "full"] = "header"
+    image_check_workers: int = 8  # threads per process for that check
 
 
 # --------------------------------------------------------------------------- training
@@ -170,6 +176,10 @@ class TrainConfig:
     eval_every: int = 0
     min_delta: float = 0.0
     max_val_batches: int = 0  # 0: the whole validation split
+    # Batch similar report lengths together (HF's group_by_length): megabatches of
+    # up to 50 global batches are sorted by report length, so little of the LLM's
+    # input is padding; the order is still random per epoch and fixed by the seed.
+    group_by_length: bool = True
 
 
 @dataclass(frozen=True)

@@ -58,3 +58,58 @@ def test_schedule_spans_the_stage_on_any_number_of_processes(tmp_path, processes
     rates = json.loads(output.read_text())
     assert len(rates) == 16 // processes
     assert rates == pytest.approx(expected(16 // processes))
+
+
+SHARD_WORKER = """
+import json, sys
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from s2d_align.training.sampler import LengthGroupedSampler
+
+lengths = [int(x) for x in sys.argv[2].split(",")]
+accelerator = Accelerator(cpu=True, dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
+sampler = LengthGroupedSampler(lengths, batch_size=4, num_processes=accelerator.num_processes, seed=11)
+loader = torch.utils.data.DataLoader(list(range(len(lengths))), batch_size=4, sampler=sampler)
+loader = accelerator.prepare(loader)
+epochs = []
+for epoch in range(2):
+    loader.set_epoch(epoch)
+    sampler.set_epoch(epoch)
+    epochs.append([batch.tolist() for batch in loader])
+with open(f"{sys.argv[1]}.{accelerator.process_index}", "w") as handle:
+    json.dump(epochs, handle)
+"""
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_length_grouped_batches_are_dealt_whole_to_the_ranks(tmp_path, processes):
+    """Each sample once per epoch across ranks; rank r gets global batches r, r+N, ... of the grouped order."""
+    import torch
+
+    from s2d_align.training.sampler import LengthGroupedSampler
+
+    lengths = [(7 * i) % 61 + 3 for i in range(64)]
+    script = tmp_path / "worker.py"
+    script.write_text(SHARD_WORKER)
+    output = tmp_path / "batches"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               str(script), str(output), ",".join(map(str, lengths))]
+    subprocess.run(command, check=True, env=env, capture_output=True, timeout=300)
+    ranks = [json.loads(Path(f"{output}.{r}").read_text()) for r in range(processes)]
+    reference = LengthGroupedSampler(lengths, batch_size=4, num_processes=processes, seed=11)
+    for epoch in range(2):
+        reference.set_epoch(epoch)
+        order = list(reference)
+        batches = [order[i : i + 4] for i in range(0, 64, 4)]
+        for rank in range(processes):
+            assert ranks[rank][epoch] == batches[rank::processes]
+        seen = sorted(i for rank in ranks for batch in rank[epoch] for i in batch)
+        assert seen == list(range(64))
+        # grouped: a batch spans far less of the length range than a random one would
+        spread = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for rank in ranks for b in rank[epoch]]
+        assert sum(spread) / len(spread) < 15
+    assert ranks[0][0] != ranks[0][1]
+    shuffled = torch.randperm(64, generator=torch.Generator().manual_seed(0)).tolist()
+    random_spread = [max(lengths[i] for i in shuffled[s : s + 4]) - min(lengths[i] for i in shuffled[s : s + 4]) for s in range(0, 64, 4)]
+    assert sum(random_spread) / len(random_spread) > 25

@@ -287,7 +287,7 @@ def prepare_mimic_cxr(
     vision_model: str | None = "microsoft/rad-dino",
     require_radgraph: str = "all",
     refiner: Refiner | None = None,
-    check_images: str = "header",
+    check_images: str = "full",
     max_pixels: int | None = MAX_PIXELS,
     workers: int | None = None,
     store_radgraph: bool = True,

@@ -25,11 +25,12 @@ from s2d_align.config import (
     Config, StageConfig, check_config, check_model_paths, differing_keys, load_config, save_config, to_dict,
 )
 from s2d_align.data.dataset import Collator, TrainingDataset
-from s2d_align.data.images import find_unreadable
+from s2d_align.data.image_checks import ImageCheckCache, check_shard
 from s2d_align.data.manifest import Study, check_image_paths, image_path, read_manifest
 from s2d_align.training import checkpoint as ckpt
 from s2d_align.training.curriculum import apply_stage, stage_contexts
 from s2d_align.training.curves import write_curves
+from s2d_align.training.sampler import LengthGroupedSampler, report_lengths
 
 
 class TrainingError(ValueError):
@@ -75,9 +76,7 @@ def train(config: Config, out: Path, trust_remote_code: bool = False) -> list[St
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=multi_context)],
     )
-    if accelerator.is_main_process:
-        _check_images(train_studies + val_studies, manifest)
-    accelerator.wait_for_everyone()
+    _check_images(accelerator, train_studies + val_studies, manifest, config, out)
 
     set_seed(config.train.seed)
     from s2d_align.models.model import build_model
@@ -89,6 +88,12 @@ def train(config: Config, out: Path, trust_remote_code: bool = False) -> list[St
         built.tokenizers.llm, built.tokenizers.text, config.data.max_report_tokens, config.model.text.max_length
     )
     findings = {s.id: s.findings for s in studies}
+    report_tokens = None
+    if config.train.group_by_length:
+        report_tokens = dict(zip(
+            [s.id for s in train_studies],
+            report_lengths(built.tokenizers.llm, [s.findings for s in train_studies], config.data.max_report_tokens),
+        ))
 
     results = []
     for stage in config.train.stages:
@@ -113,7 +118,7 @@ def train(config: Config, out: Path, trust_remote_code: bool = False) -> list[St
             )
             for split in (train_studies, val_studies)
         ]
-        result = _run_stage(accelerator, config, stage, model, datasets, collate, directory)
+        result = _run_stage(accelerator, config, stage, model, datasets, collate, directory, report_tokens)
         results.append(result)
         accelerator.free_memory()
     if accelerator.is_main_process:
@@ -133,7 +138,7 @@ def cosine_schedule(optimizer, warmup_steps: int, total_steps: int, num_processe
     return get_cosine_schedule_with_warmup(optimizer, warmup_steps * num_processes, total_steps * num_processes)
 
 
-def _run_stage(accelerator, config: Config, stage: StageConfig, model, datasets, collate, directory: Path) -> StageResult:
+def _run_stage(accelerator, config: Config, stage: StageConfig, model, datasets, collate, directory: Path, report_tokens=None) -> StageResult:
     settings = config.train
     if stage.epochs < 1:
         raise TrainingError(f"stage {stage.name}: epochs must be at least 1, got {stage.epochs}")
@@ -147,10 +152,16 @@ def _run_stage(accelerator, config: Config, stage: StageConfig, model, datasets,
         betas=settings.adam_betas,
     )
     train_set, val_set = datasets
+    sampler = None
+    if report_tokens is not None:
+        sampler = LengthGroupedSampler(
+            [report_tokens[s.id] for s in train_set.studies], settings.batch_size, accelerator.num_processes, settings.seed
+        )
     train_loader = torch.utils.data.DataLoader(
         train_set,
         batch_size=settings.batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         collate_fn=collate,
         num_workers=config.data.num_workers,
         drop_last=False,
@@ -186,6 +197,8 @@ def _run_stage(accelerator, config: Config, stage: StageConfig, model, datasets,
         epochs_run = epoch + 1
         train_set.set_epoch(epoch)
         train_loader.set_epoch(epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         loader = accelerator.skip_first_batches(train_loader, state["batch"]) if state["batch"] else train_loader
         bar = tqdm(
             loader,
@@ -384,10 +397,38 @@ def _check_references(studies: list[Study], manifest: Path) -> None:
         raise TrainingError(f"{manifest}: training studies reference non-training studies: {leaks[:10]}")
 
 
-def _check_images(studies: list[Study], manifest: Path) -> None:
-    items = [(s.id, image_path(manifest, p)) for s in studies for p in s.images]
-    problems = find_unreadable(items)
+def _check_images(accelerator, studies: list[Study], manifest: Path, config: Config, out: Path) -> None:
+    """The start-up image check (see :mod:`s2d_align.data.image_checks`): each rank checks its shard.
+
+    Only the images a stage can read are checked (the first ``max_images`` of a
+    study). Passes are gathered on the main process into ``out/image_checks.json``;
+    every rank raises the same error when any image failed.
+    """
+    from accelerate.utils import gather_object
+
+    level = config.data.image_check
+    folder = Path(manifest).resolve().parent  # resolved once: resolving per image costs minutes on 300k images
+    items = [
+        (s.id, Path(p) if Path(p).is_absolute() else folder / p) for s in studies for p in s.images[: config.data.max_images]
+    ]
+    cache = ImageCheckCache(out / "image_checks.json")
+    started = time.perf_counter()
+    shard = items[accelerator.process_index :: accelerator.num_processes]
+    problems, passed, checked = check_shard(shard, level, cache, config.data.image_check_workers)
+    if accelerator.num_processes > 1:
+        problems = gather_object(problems)
+        passed = {k: v for part in gather_object([passed]) for k, v in part.items()}
+        checked = sum(gather_object([checked]))
+    if passed and accelerator.is_main_process:
+        cache.update(passed)
+        cache.save()
+    accelerator.wait_for_everyone()
+    accelerator.print(
+        f"image check ({level}): {len(items)} images, {checked} opened, {len(items) - checked} remembered, "
+        f"{time.perf_counter() - started:.1f} s"
+    )
     if problems:
+        problems.sort()
         listing = "\n".join(f"  {rid}: {path} ({reason})" for rid, path, reason in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise TrainingError(
