@@ -150,3 +150,22 @@ def test_unloadable_models_name_the_key(tmp_path, monkeypatch):
                                              r"pass a local folder: --vision-model=/path"):
         load_vision_encoder("microsoft/rad-dino", key="--vision-model")
     assert "\n" not in str(err.value)
+
+
+def test_cli_shows_one_line_for_an_unloadable_model(tiny_world, tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "HF_HUB_OFFLINE": "1"}
+    args = ["train", "--config", "configs/mimic_cxr/s2d_align.yaml", "--out", str(tmp_path / "run"),
+            f"model.vision.name_or_path={tiny_world.models['vision']}",
+            f"model.text.name_or_path={tiny_world.models['text']}", f"data.manifest={tiny_world.manifest}"]
+    result = subprocess.run([sys.executable, "-m", "s2d_align.cli", *args], capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert lines == [
+        "error: model.llm.name_or_path='lmsys/vicuna-7b-v1.5': cannot be loaded (the hub is unreachable or has no "
+        "such repository" + lines[0].split("repository", 1)[1]
+    ]
+    assert lines[0].endswith("pass a local folder: model.llm.name_or_path=/path/to/model")
+    assert "Traceback" not in result.stderr

@@ -137,12 +137,14 @@ class Collator:
         return batch
 
     def reports(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Report token ids with EOS appended (the model must learn to stop), right-padded."""
+        """Report token ids with EOS appended (the model must learn to stop), right-padded.
+
+        Over-long reports are cut at a sentence boundary (:mod:`s2d_align.data.report_cut`).
+        """
+        from s2d_align.data.report_cut import fit_report
+
         eos = self.llm_tokenizer.eos_token_id
-        rows = [
-            self.llm_tokenizer(t, add_special_tokens=False).input_ids[: self.max_report_tokens - 1] + [eos]
-            for t in texts
-        ]
+        rows = [fit_report(t, self.llm_tokenizer, self.max_report_tokens)[0] + [eos] for t in texts]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.llm_tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)

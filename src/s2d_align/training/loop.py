@@ -82,6 +82,14 @@ def train(config: Config, out: Path, trust_remote_code: bool = False) -> list[St
     from s2d_align.models.model import build_model
 
     built = build_model(config.model, trust_remote_code=trust_remote_code)
+    from s2d_align.data.report_cut import count_cut_reports
+
+    cut = count_cut_reports([s.findings for s in train_studies], built.tokenizers.llm, config.data.max_report_tokens)
+    if cut:
+        accelerator.print(
+            f"{cut} of {len(train_studies)} training reports exceed data.max_report_tokens="
+            f"{config.data.max_report_tokens}; each is cut at its last whole sentence that fits"
+        )
     model = built.model
     _claim_run_folder(config, out)
     collate = Collator(
