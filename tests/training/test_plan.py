@@ -293,3 +293,17 @@ def test_decoder_layer_activations_match_what_autograd_saves(tiny_setup):
         estimate = batch * length * llm_layer_activation_bytes(
             models.llm, config.model.lora.target_modules, config.model.lora.r, stage.lora, 0.0, 4)
         assert estimate == sum(saved.values()) == {"s1": 515_840, "s2": 697_600, "s3": 697_600}[stage.name]
+
+
+def test_plan_reads_the_real_hub_layouts(standins, tiny_world):
+    """The real-shaped stand-ins as the hub ships them: CXR-BERT's custom config and tokenizer class,
+    Vicuna's sentencepiece-only tokenizer; the manifest is tokenised with both."""
+    config = load_config("mimic_cxr/s2d_align", [
+        f"model.vision.name_or_path={standins['vision']}", f"model.text.name_or_path={standins['text']}",
+        f"model.llm.name_or_path={standins['llm']}"])
+    result = plan(config, manifest=tiny_world.manifest, gpu_memory_gib=80)
+    assert result.parameters == {"vision": 86_580_480, "text": 108_891_648, "llm": 6_738_415_616 - 30 * 202_383_360,
+                                 "lora": 2 * 2_498_560, "connector": 55_242_752}
+    assert [s.trainable_total for s in result.stages] == [18_501_632, 18_501_632 * 2 - 131_072 + 2 * 2_498_560,
+                                                         18_501_632 * 3 - 2 * 131_072 + 2 * 2_498_560]
+    assert result.train_samples == 16
