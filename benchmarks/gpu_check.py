@@ -62,7 +62,7 @@ def build(config, llm_layers: int, device: torch.device, dtype: torch.dtype = to
         connector = build_connector(c.kind, {"image": 768, "reference": 768, "key_phrases": 768}, 4096,
                                     num_memory=c.num_memory, memory_dim=c.memory_dim, hidden_size=c.hidden_size,
                                     num_heads=c.num_heads, dropout=c.dropout, qformer_layers=c.qformer_layers)
-        model = S2DAlign(VisionEncoder(Dinov2Model(configs[0]), 1), TextEncoder(BertModel(configs[1])), connector, llm,
+        model = S2DAlign(VisionEncoder(Dinov2Model(configs[0]), 1), TextEncoder(BertModel(configs[1], add_pooling_layer=False)), connector, llm,
                          torch.full((PROMPT_TOKENS,), 5), torch.full((INSTRUCTION_TOKENS,), 6), 2, 0)
     shapes = Models(*(shape_from_config(c) for c in configs), PROMPT_TOKENS, INSTRUCTION_TOKENS)
     return model, shapes

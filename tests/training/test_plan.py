@@ -51,11 +51,13 @@ def test_real_shaped_parameter_counts_are_exact():
 
     vision, text, llm = real_configs()
     counts = {name: parameter_count(shape_from_config(c)) for name, c in (("vision", vision), ("text", text), ("llm", llm))}
-    assert counts == {"vision": 86_580_480, "text": 109_482_240, "llm": 6_738_415_616}
+    assert counts == {"vision": 86_580_480, "text": 108_891_648, "llm": 6_738_415_616}  # BERT without its pooler
+    assert parameter_count(shape_from_config(text), pooler=True) == 109_482_240
     assert lora_parameter_count(shape_from_config(llm), 32, "all-linear") == 79_953_920
     with torch.device("meta"):  # the transformers classes agree, parameter for parameter
         assert numel(Dinov2Model(vision)) == counts["vision"]
-        assert numel(BertModel(text)) == counts["text"]
+        assert numel(BertModel(text, add_pooling_layer=False)) == counts["text"]
+        assert numel(BertModel(text)) == 109_482_240
         assert numel(LlamaForCausalLM(real_configs(2)[2])) == parameter_count(shape_from_config(real_configs(2)[2]))
 
 
@@ -64,10 +66,10 @@ def test_tiny_parameter_counts_match_the_built_model(tiny_world):
 
     config = tiny_world.config()
     result = plan(config, manifest=tiny_world.manifest, gpu_memory_gib=1)
-    assert result.parameters == {"vision": 28_128, "text": 32_064, "llm": 110_272, "lora": 8_704, "connector": 16_384}
+    assert result.parameters == {"vision": 28_128, "text": 31_008, "llm": 110_272, "lora": 8_704, "connector": 16_384}
     torch.manual_seed(0)
     model = build_model(config.model).model
-    assert numel(model.vision) == 28_128 and numel(model.text) == 32_064 and numel(model.connector) == 16_384
+    assert numel(model.vision) == 28_128 and numel(model.text) == 31_008 and numel(model.connector) == 16_384
     lora = sum(p.numel() for n, p in model.llm.named_parameters() if "lora_" in n)
     assert lora == 8_704 and numel(model.llm) - lora == 110_272
     from s2d_align.training.curriculum import apply_stage
@@ -184,7 +186,7 @@ def test_real_shaped_flops_match_flop_counter_on_meta(meta_masks):
         connector = build_connector(c.kind, {"image": 768, "reference": 768, "key_phrases": 768}, 4096,
                                     num_memory=c.num_memory, memory_dim=c.memory_dim, hidden_size=c.hidden_size,
                                     num_heads=c.num_heads, dropout=0.0)
-        model = S2DAlign(VisionEncoder(Dinov2Model(vision_cfg), 1), TextEncoder(BertModel(text_cfg)), connector, llm,
+        model = S2DAlign(VisionEncoder(Dinov2Model(vision_cfg), 1), TextEncoder(BertModel(text_cfg, add_pooling_layer=False)), connector, llm,
                          torch.zeros(prompt, dtype=torch.long), torch.zeros(instruction, dtype=torch.long), 2, 0)
         lengths = Lengths(report=180, reference=120, key_phrases=40)
         batch = {
@@ -246,7 +248,7 @@ def test_cli_prints_every_stage(tiny_world, capsys):
     m = tiny_world.models
     code = main(["plan", "--config", "demo", "--manifest", str(tiny_world.manifest), "--gpu-memory", "2",
                  f"model.vision.name_or_path={m['vision']}", f"model.text.name_or_path={m['text']}",
-                 f"model.llm.name_or_path={m['llm']}", "model.text.trust_remote_code=false"])
+                 f"model.llm.name_or_path={m['llm']}"])
     out = capsys.readouterr().out
     assert code == 0
     for stage in ("s1", "s2", "s3"):
@@ -291,3 +293,17 @@ def test_decoder_layer_activations_match_what_autograd_saves(tiny_setup):
         estimate = batch * length * llm_layer_activation_bytes(
             models.llm, config.model.lora.target_modules, config.model.lora.r, stage.lora, 0.0, 4)
         assert estimate == sum(saved.values()) == {"s1": 515_840, "s2": 697_600, "s3": 697_600}[stage.name]
+
+
+def test_plan_reads_the_real_hub_layouts(standins, tiny_world):
+    """The real-shaped stand-ins as the hub ships them: CXR-BERT's custom config and tokenizer class,
+    Vicuna's sentencepiece-only tokenizer; the manifest is tokenised with both."""
+    config = load_config("mimic_cxr/s2d_align", [
+        f"model.vision.name_or_path={standins['vision']}", f"model.text.name_or_path={standins['text']}",
+        f"model.llm.name_or_path={standins['llm']}"])
+    result = plan(config, manifest=tiny_world.manifest, gpu_memory_gib=80)
+    assert result.parameters == {"vision": 86_580_480, "text": 108_891_648, "llm": 6_738_415_616 - 30 * 202_383_360,
+                                 "lora": 2 * 2_498_560, "connector": 55_242_752}
+    assert [s.trainable_total for s in result.stages] == [18_501_632, 18_501_632 * 2 - 131_072 + 2 * 2_498_560,
+                                                         18_501_632 * 3 - 2 * 131_072 + 2 * 2_498_560]
+    assert result.train_samples == 16

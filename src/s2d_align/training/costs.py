@@ -80,10 +80,17 @@ def read_shape(name_or_path: str, key: str) -> Shape:
     ``key`` is the recipe key that named it, so that a config which cannot be
     read gives one line saying which setting to change.
     """
-    from transformers import AutoConfig
+    from transformers import AutoConfig, BertConfig, PretrainedConfig
+
+    from s2d_align.models.text import is_bert_family
 
     try:
-        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
+        raw, _ = PretrainedConfig.get_config_dict(name_or_path)
+        if is_bert_family(raw):  # CXR-BERT names its own config class; its shapes are BERT's
+            fields = {k: v for k, v in raw.items() if k not in ("auto_map", "architectures", "model_type")}
+            config = BertConfig.from_dict(fields)
+        else:
+            config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
     except Exception as err:  # noqa: BLE001 - hub, file and parse errors all mean the same to the user
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(
@@ -148,8 +155,9 @@ def shape_from_config(config, key: str = "model") -> Shape:
 # --------------------------------------------------------------------------- parameters
 
 
-def parameter_count(shape: Shape) -> int:
-    """Exact parameter count of ``AutoModel`` (encoders) or ``AutoModelForCausalLM`` (LLM) for ``shape``."""
+def parameter_count(shape: Shape, pooler: bool = False) -> int:
+    """Exact parameter count of the model for ``shape``: the LLM as ``AutoModelForCausalLM``, the ViT as
+    ``AutoModel``, BERT as S2D-Align loads it (``BertModel`` without its pooler unless ``pooler``)."""
     h, i = shape.hidden, shape.intermediate
     if shape.model_type in LLAMA_FAMILY:
         q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
@@ -161,7 +169,7 @@ def parameter_count(shape: Shape) -> int:
     if shape.model_type == "bert":
         embeddings = (shape.vocab + shape.positions + shape.type_vocab) * h + 2 * h
         layer = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h
-        return embeddings + shape.layers * layer + (h * h + h)  # + pooler
+        return embeddings + shape.layers * layer + ((h * h + h) if pooler else 0)
     # DINOv2: CLS, mask token, registers, position embeddings, patch convolution
     embeddings = 2 * h + shape.registers * h + (shape.patches + 1) * h + shape.channels * shape.patch_size**2 * h + h
     layer = 2 * h + 4 * (h * h + h) + h + 2 * h + (h * i + i) + (i * h + h) + h  # norms, attention, 2 layer scales, MLP
@@ -249,9 +257,7 @@ def encoder_flops(shape: Shape, tokens: int) -> Flops:
     layer.attention(tokens, tokens, h, grad=False)
     layer.linear(tokens, h, i, False, False).linear(tokens, i, h, False, False)
     flops = layer.scaled(shape.layers)
-    if shape.model_type == "bert":
-        flops.linear(1, h, h, False, False)  # pooler
-    else:
+    if shape.model_type != "bert":  # S2D-Align's BERT has no pooler
         flops.linear(shape.patches, shape.channels * shape.patch_size**2, h, False, False)  # patch convolution
     return flops
 

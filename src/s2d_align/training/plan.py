@@ -121,18 +121,24 @@ def read_models(config: Config) -> tuple[Models, object]:
     vision = read_shape(m.vision.name_or_path, "model.vision.name_or_path")
     text = read_shape(m.text.name_or_path, "model.text.name_or_path")
     llm = read_shape(m.llm.name_or_path, "model.llm.name_or_path")
-    llm_tokenizer = load_tokenizer(m.llm.name_or_path, "model.llm.name_or_path", m.llm.trust_remote_code)
+    llm_tokenizer = load_tokenizer(m.llm.name_or_path, "model.llm.name_or_path")
     prompt = len(llm_tokenizer(m.prompt.prompt, add_special_tokens=False).input_ids)
     prompt += int(llm_tokenizer.bos_token_id is not None)
     instruction = len(llm_tokenizer(m.prompt.instruction, add_special_tokens=False).input_ids)
     return Models(vision, text, llm, prompt, instruction), llm_tokenizer
 
 
-def load_tokenizer(name_or_path: str, key: str, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
+def load_tokenizer(name_or_path: str, key: str, bert_family_check: bool = False):
+    """A tokenizer without running remote code; a BERT-family text encoder's (CXR-BERT names a custom
+    class) is BERT's WordPiece tokenizer, as ``models.text`` loads it."""
+    from transformers import AutoTokenizer, PretrainedConfig
+
+    from s2d_align.models.text import is_bert_family, load_bert_tokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        if bert_family_check and is_bert_family(PretrainedConfig.get_config_dict(name_or_path)[0]):
+            return load_bert_tokenizer(name_or_path)
+        return AutoTokenizer.from_pretrained(name_or_path)
     except Exception as err:  # noqa: BLE001 - one line for the user, whatever the cause
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"{key}={name_or_path!r}: cannot load its tokenizer ({reason}); "
@@ -283,7 +289,7 @@ def plan(config: Config, manifest: Path | None = None, gpus: int = 1, gpu_memory
     m = config.model
     models, llm_tokenizer = read_models(config)
     if manifest is not None:
-        text_tokenizer = load_tokenizer(m.text.name_or_path, "model.text.name_or_path", m.text.trust_remote_code)
+        text_tokenizer = load_tokenizer(m.text.name_or_path, "model.text.name_or_path", bert_family_check=True)
         samples = manifest_lengths(config, Path(manifest), llm_tokenizer, text_tokenizer)
         train_samples = len(samples)
         source = f"{manifest} ({len(samples):,} training studies)"
