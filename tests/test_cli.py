@@ -70,7 +70,7 @@ def test_errors_name_the_problem(tmp_path):
     result = run("train", "--config", "demo", "--out", str(tmp_path / "r"), "train.batch_sise=3", check=False)
     assert result.returncode == 2 and "unknown key train.'batch_sise'" in result.stderr
     result = run("generate", "--checkpoint", str(tmp_path), "--manifest", "m.jsonl", "--output", "p.jsonl", check=False)
-    assert result.returncode == 2 and "not a finished checkpoint" in result.stderr
+    assert result.returncode == 2 and "the folder is empty" in result.stderr
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "config.yaml").write_text("train:\n  seed: 99\n")
     result = run("train", "--config", "demo", "--out", str(tmp_path / "taken"), check=False)
