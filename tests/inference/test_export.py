@@ -99,7 +99,7 @@ def test_remote_code_is_never_taken_from_the_folder(run, tmp_path, monkeypatch):
     import s2d_align.models.model as model_module
     from s2d_align.models.pretrained import export_model, load_pretrained
 
-    model = export_model(run / "checkpoints" / "s3", tmp_path / "model")
+    model = export_model(run / "checkpoints" / "s2", tmp_path / "model")
     text = (model / "config.yaml").read_text().replace("trust_remote_code: false", "trust_remote_code: true")
     (model / "config.yaml").write_text(text)
     seen = []
