@@ -78,9 +78,9 @@ def test_removing_or_changing_auxiliary_fields_changes_no_prediction(tiny_world,
 
 def test_the_image_does_change_what_the_llm_is_given(tiny_world, s3_checkpoint, tmp_path):
     """The counterpart of the test above: the prefix depends on the image, so comparing prefixes could fail."""
-    from s2d_align.training.checkpoint import load_checkpoint
+    from s2d_align.models.pretrained import load_pretrained
 
-    built, _, _ = load_checkpoint(s3_checkpoint)
+    built, _, _ = load_pretrained(s3_checkpoint)
     model = built.model.eval()
     pixels = torch.randn(2, 1, 3, 56, 56)
     mask = torch.ones(2, 1, dtype=torch.bool)

@@ -45,7 +45,7 @@ def generate_reports(
     built, dataset: ImageOnlyDataset, settings: GenerateConfig, device: torch.device, max_report_tokens: int | None = None
 ) -> Iterator[dict]:
     """Yield ``{"id", "reference", "prediction"}`` per study, batched beam search."""
-    collate = Collator(built.tokenizers.llm, built.tokenizers.text, max_report_tokens=1, max_text_tokens=1)
+    collate = Collator(built.tokenizers.llm, None, max_report_tokens=1, max_text_tokens=1)
     loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, collate_fn=collate)
     model = built.model.to(device).eval()
     tokenizer = built.tokenizers.llm
@@ -66,7 +66,7 @@ def generate_file(
     allow_absolute_paths: bool = False,
     trust_remote_code: bool = False,
 ) -> int:
-    """Load a stage checkpoint, generate for ``split`` of ``manifest``, write predictions JSONL.
+    """Load a stage checkpoint or model folder, generate for ``split`` of ``manifest``, write predictions JSONL.
 
     ``overrides`` change the checkpoint's generation settings (``num_beams=1`` or
     ``generate.num_beams=1``). Only the image encoder and the LLM are loaded:
@@ -75,7 +75,7 @@ def generate_file(
     whole; ``output.meta.json`` beside them records the checkpoint and its
     recipe's scoring settings, which ``evaluate`` then uses by default.
     """
-    from s2d_align.training.checkpoint import load_checkpoint
+    from s2d_align.models.pretrained import load_pretrained
 
     atomic.refuse_overwrite(output, {"--manifest": manifest})
     meta = check_checkpoint(Path(checkpoint))
@@ -86,9 +86,7 @@ def generate_file(
     check_image_paths(studies, manifest, [images], allow_absolute_paths)
     items = image_only_items(studies, manifest)
     _check_images_exist(items, manifest)
-    built, config, _ = load_checkpoint(
-        checkpoint, generation_overrides(overrides), trust_remote_code=trust_remote_code, text=False
-    )
+    built, config, _ = load_pretrained(checkpoint, generation_overrides(overrides), trust_remote_code=trust_remote_code)
     dataset = ImageOnlyDataset(items, built.preprocess, config.data.max_images)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     count = 0
@@ -130,6 +128,10 @@ def check_checkpoint(directory: Path) -> dict:
                          + ", ".join(str(directory / "checkpoints" / s) for s in stages))
     if not any(directory.iterdir()):
         raise ValueError(f"{directory}: the folder is empty; pass a stage folder written by train (RUN/checkpoints/s3)")
+    from s2d_align.models.pretrained import MODEL_FILE, is_model_folder
+
+    if is_model_folder(directory):  # written by `s2d-align export` from a finished stage
+        return json.loads((directory / MODEL_FILE).read_text(encoding="utf-8"))
     meta = json.loads((directory / META_FILE).read_text(encoding="utf-8")) if (directory / META_FILE).is_file() else None
     if meta is None:
         raise ValueError(f"{directory}: not a finished checkpoint (no {META_FILE}); train first, or resume the run")

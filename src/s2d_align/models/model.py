@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from s2d_align.models.adapter import MODALITIES, build_connector
 from s2d_align.models.llm import add_lora, load_llm
-from s2d_align.models.text import TextEncoder, load_text_encoder, text_hidden_size
+from s2d_align.models.text import TextEncoder, load_text_encoder
 from s2d_align.models.vision import ImagePreprocessor, VisionEncoder, load_vision_encoder
 
 
@@ -49,7 +49,7 @@ class S2DAlign(nn.Module):
     def __init__(
         self,
         vision: VisionEncoder,
-        text: TextEncoder,
+        text: TextEncoder | None,
         connector: nn.Module,
         llm: nn.Module,
         prompt_ids: torch.Tensor,
@@ -144,35 +144,36 @@ class Built:
     tokenizers: Tokenizers
 
 
-def build_model(config, trust_remote_code: bool = False, text: bool = True) -> Built:
+def build_model(config, trust_remote_code: bool = False, text_encoder: bool = True) -> Built:
     """Load the base models named by a ``ModelConfig`` and assemble S2D-Align around them.
 
     ``trust_remote_code`` (the command line's ``--trust-remote-code``) lets
-    base models run their own hub code; no file can turn it on. With
-    ``text=False`` the text encoder is not loaded (image-only generation
-    never calls it; its width comes from its config). Every encoder loaded
-    runs once on a dummy input here, so a broken one fails at build, not
-    after a whole stage (see :func:`smoke_test_encoders`).
+    base models run their own hub code; no file can turn it on.
+    ``text_encoder=False`` builds the image-only model that generation needs
+    (Eq. 5 reads Z_v alone): E_t is never constructed, and the connector gets
+    its image adapter (and memory) only. Every encoder loaded runs once on a
+    dummy input here, so a broken one fails at build, not after a whole stage
+    (see :func:`smoke_test_encoders`).
     """
     vision, preprocess = load_vision_encoder(
         config.vision.name_or_path, trust_remote_code, config.vision.num_prefix_tokens
     )
-    if text:
-        text_encoder, text_tokenizer = load_text_encoder(config.text.name_or_path, trust_remote_code)
-        text_width = text_encoder.hidden_size
-    else:
-        text_encoder, text_tokenizer = None, None
-        text_width = text_hidden_size(config.text.name_or_path)
-    smoke_test_encoders(vision, preprocess, text_encoder, text_tokenizer, config)
+    text, text_tokenizer = (
+        load_text_encoder(config.text.name_or_path, trust_remote_code) if text_encoder else (None, None)
+    )
+    smoke_test_encoders(vision, preprocess, text, text_tokenizer, config)
     llm, tokenizer = load_llm(config.llm.name_or_path, config.llm.dtype, trust_remote_code)
     llm.requires_grad_(False)
     if config.llm.gradient_checkpointing:
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     llm = add_lora(llm, config.lora.r, config.lora.alpha, config.lora.dropout, config.lora.target_modules)
     c = config.connector
+    in_dims = {"image": vision.hidden_size}
+    if text is not None:
+        in_dims.update(reference=text.hidden_size, key_phrases=text.hidden_size)
     connector = build_connector(
         c.kind,
-        {"image": vision.hidden_size, "reference": text_width, "key_phrases": text_width},
+        in_dims,
         llm.get_input_embeddings().embedding_dim,
         num_memory=c.num_memory,
         memory_dim=c.memory_dim,
@@ -187,7 +188,7 @@ def build_model(config, trust_remote_code: bool = False, text: bool = True) -> B
     instruction = tokenizer(config.prompt.instruction, add_special_tokens=False).input_ids
     model = S2DAlign(
         vision,
-        text_encoder,
+        text,
         connector,
         llm,
         torch.tensor(prompt, dtype=torch.long),
