@@ -131,7 +131,10 @@ def create_app(generator, options: ServeOptions = ServeOptions(), read_image: Ca
         if options.save_uploads is not None:
             await asyncio.to_thread(_save, options.save_uploads, uploads)
         views = await asyncio.to_thread(_decode, read, uploads)
-        report = await batcher.submit(views, heatmaps)
+        try:
+            report = await batcher.submit(views, heatmaps)
+        except Exception as err:  # the model failed on this study; the server goes on serving
+            raise RequestError(500, "generation_failed", f"generation failed: {err}") from err
         answer: dict[str, Any] = {"report": report.text, "labels": dict(report.labels)}
         if heatmaps:
             answer.update(await asyncio.to_thread(_maps, views, report.heatmaps))
