@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 
 from s2d_align.data.manifest import read_manifest, write_manifest
 from s2d_align.training import loop
-from s2d_align.training.checkpoint import load_checkpoint, read_meta
+from s2d_align.models.pretrained import load_pretrained
+from s2d_align.training.checkpoint import read_meta
 from s2d_align.training.loop import TrainingError, train
 
 
@@ -56,8 +57,8 @@ def test_stage_one_leaves_the_llm_alone_and_stage_two_moves_lora(trained):
 
 def test_checkpoint_round_trip_reproduces_the_model(trained, tiny_world):
     _, out, _ = trained
-    built, config, meta = load_checkpoint(out / "checkpoints" / "s3")
-    assert meta["stage"] == "s3"
+    built, config, info = load_pretrained(out / "checkpoints" / "s3", text_encoder=True)
+    assert info["stage"] == "s3" and info["kind"] == "checkpoint"
     state = built.model.connector.state_dict()
     for key, value in _connector(out / "checkpoints" / "s3").items():
         assert torch.equal(state[key], value)

@@ -34,7 +34,7 @@ def generation_settings(settings: GenerateConfig) -> dict:
 
 def generate_reports(built, dataset: ImageOnlyDataset, settings: GenerateConfig, device: torch.device) -> Iterator[dict]:
     """Yield ``{"id", "reference", "prediction"}`` per study, batched beam search."""
-    collate = Collator(built.tokenizers.llm, built.tokenizers.text, max_report_tokens=1, max_text_tokens=1)
+    collate = Collator(built.tokenizers.llm, None, max_report_tokens=1, max_text_tokens=1)
     loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, collate_fn=collate)
     model = built.model.to(device).eval()
     tokenizer = built.tokenizers.llm
@@ -46,13 +46,13 @@ def generate_reports(built, dataset: ImageOnlyDataset, settings: GenerateConfig,
 
 
 def generate_file(checkpoint: Path, manifest: Path, split: str, output: Path, overrides: Sequence[str] = ()) -> int:
-    """Load a stage checkpoint, generate for ``split`` of ``manifest``, write predictions JSONL.
+    """Load a stage checkpoint or model folder, generate for ``split`` of ``manifest``, write predictions JSONL.
 
     ``overrides`` change the checkpoint's generation settings (``num_beams=1``).
     """
-    from s2d_align.training.checkpoint import load_checkpoint
+    from s2d_align.models.pretrained import load_pretrained
 
-    built, config, _ = load_checkpoint(checkpoint, [f"generate.{o}" for o in overrides])
+    built, config, _ = load_pretrained(checkpoint, [f"generate.{o}" for o in overrides])
     studies = [s for s in read_manifest(manifest) if s.split == split]
     if not studies:
         raise ValueError(f"{manifest}: no studies in split {split!r}")

@@ -49,7 +49,7 @@ class S2DAlign(nn.Module):
     def __init__(
         self,
         vision: VisionEncoder,
-        text: TextEncoder,
+        text: TextEncoder | None,
         connector: nn.Module,
         llm: nn.Module,
         prompt_ids: torch.Tensor,
@@ -144,21 +144,31 @@ class Built:
     tokenizers: Tokenizers
 
 
-def build_model(config) -> Built:
-    """Load the base models named by a ``ModelConfig`` and assemble S2D-Align around them."""
+def build_model(config, text_encoder: bool = True) -> Built:
+    """Load the base models named by a ``ModelConfig`` and assemble S2D-Align around them.
+
+    ``text_encoder=False`` builds the image-only model that generation needs
+    (Eq. 5 reads Z_v alone): E_t is never constructed, and the connector gets
+    its image adapter (and memory) only.
+    """
     vision, preprocess = load_vision_encoder(
         config.vision.name_or_path, config.vision.trust_remote_code, config.vision.num_prefix_tokens
     )
-    text, text_tokenizer = load_text_encoder(config.text.name_or_path, config.text.trust_remote_code)
+    text, text_tokenizer = (
+        load_text_encoder(config.text.name_or_path, config.text.trust_remote_code) if text_encoder else (None, None)
+    )
     llm, tokenizer = load_llm(config.llm.name_or_path, config.llm.dtype, config.llm.trust_remote_code)
     llm.requires_grad_(False)
     if config.llm.gradient_checkpointing:
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     llm = add_lora(llm, config.lora.r, config.lora.alpha, config.lora.dropout, config.lora.target_modules)
     c = config.connector
+    in_dims = {"image": vision.hidden_size}
+    if text is not None:
+        in_dims.update(reference=text.hidden_size, key_phrases=text.hidden_size)
     connector = build_connector(
         c.kind,
-        {"image": vision.hidden_size, "reference": text.hidden_size, "key_phrases": text.hidden_size},
+        in_dims,
         llm.get_input_embeddings().embedding_dim,
         num_memory=c.num_memory,
         memory_dim=c.memory_dim,

@@ -12,13 +12,14 @@ and, while the stage runs, ``last/`` with the latest weights plus optimizer
 and scheduler state, so an interrupted ``train`` resumes where it stopped.
 ``meta.json`` is written last: a folder without it was never finished and is
 ignored. The frozen encoders and the LLM's own weights are not copied: the
-config names them.
+config names them. The weight format and loading a trained model for use live
+on the model side (:mod:`s2d_align.models.pretrained`); this module keeps
+only what saving and resuming a run needs.
 """
 
 from __future__ import annotations
 
 import json
-import platform
 import random
 import shutil
 import time
@@ -27,50 +28,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from s2d_align.config import Config, save_config
+from s2d_align.models.pretrained import (  # noqa: F401 - the trainer's checkpoints share the model side's format
+    CONNECTOR_FILE,
+    LORA_DIR,
+    META_FILE,
+    load_weights,
+    read_meta,
+    save_weights,
+    versions,
+)
 
-from s2d_align.config import Config, load_config, save_config
-
-CONNECTOR_FILE = "connector.safetensors"
-LORA_DIR = "lora"
-META_FILE = "meta.json"
 STATE_FILE = "trainer_state.pt"
 LAST_DIR = "last"
-
-
-def versions() -> dict[str, str]:
-    import accelerate
-    import peft
-    import transformers
-
-    import s2d_align
-
-    return {
-        "s2d_align": s2d_align.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "accelerate": accelerate.__version__,
-    }
-
-
-def save_weights(directory: Path, model) -> None:
-    """The trainable parts of ``model`` (an unwrapped :class:`S2DAlign`)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.connector.state_dict().items()}
-    save_file(state, str(directory / CONNECTOR_FILE))
-    model.llm.save_pretrained(str(directory / LORA_DIR))
-
-
-def load_weights(directory: Path, model) -> None:
-    from peft import load_peft_weights, set_peft_model_state_dict
-
-    model.connector.load_state_dict(load_file(str(directory / CONNECTOR_FILE)))
-    lora = load_peft_weights(str(directory / LORA_DIR), device="cpu")
-    result = set_peft_model_state_dict(model.llm, lora)
-    if result.unexpected_keys:
-        raise ValueError(f"{directory / LORA_DIR}: LoRA weights do not fit this model: {result.unexpected_keys[:3]}")
 
 
 def write_meta(directory: Path, meta: dict[str, Any]) -> None:
@@ -78,11 +48,6 @@ def write_meta(directory: Path, meta: dict[str, Any]) -> None:
     tmp = directory / (META_FILE + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
     tmp.replace(directory / META_FILE)
-
-
-def read_meta(directory: Path) -> dict[str, Any] | None:
-    path = directory / META_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def save_checkpoint(directory: Path, model, config: Config, meta: dict[str, Any]) -> None:
@@ -150,17 +115,3 @@ def load_resume_state(directory: Path, model, optimizer, scheduler) -> dict[str,
 
 def drop_resume_state(directory: Path) -> None:
     shutil.rmtree(directory / LAST_DIR, ignore_errors=True)
-
-
-def load_checkpoint(directory: str | Path, overrides=()):
-    """Rebuild a trained model from a stage folder: ``(Built, Config, meta)``; ``overrides`` apply to its config."""
-    from s2d_align.models.model import build_model
-
-    directory = Path(directory)
-    meta = read_meta(directory)
-    if meta is None:
-        raise FileNotFoundError(f"{directory}: not a finished checkpoint (no {META_FILE}); train first")
-    config = load_config(directory / "config.yaml", overrides)
-    built = build_model(config.model)
-    load_weights(directory, built.model)
-    return built, config, meta
