@@ -81,10 +81,12 @@ def test_heatmaps_come_as_png_data_urls_when_asked(client_for):
         (files(b"this is a text file, not a radiograph"), 422, "unreadable", "0-cxr.png"),
         (files(bomb_png()), 413, "too_large", "0-cxr.png"),
         (files(*[png(1)] * 5), 400, "too_many_files", "at most 4"),
+        (files(*[png(1)] * 9), 400, "too_many_files", "at most 4"),
         (files(png(1, (800, 800)) + b"\0" * 300_000), 413, "upload_too_large", "0.25 MB"),
         ([("photo", ("a.png", png(1), "image/png"))], 400, "unknown_field", "'images'"),
     ],
-    ids=["zero-byte", "not-an-image", "decompression-bomb", "too-many-files", "over-size-limit", "wrong-field"],
+    ids=["zero-byte", "not-an-image", "decompression-bomb", "too-many-files", "far-too-many-files", "over-size-limit",
+         "wrong-field"],
 )
 def test_bad_input_is_a_4xx_json_error_naming_the_problem_and_the_server_keeps_serving(client_for, upload, status,
                                                                                        error, words):

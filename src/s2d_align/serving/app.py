@@ -202,7 +202,7 @@ async def _read_uploads(request: Request, limit: int, max_files: int) -> list[tu
         form = await parser.parse()
     except MultiPartException as err:
         message = err.message
-        if "files" in message.lower() and "exceeded" in message.lower():
+        if message.startswith("Too many files"):
             raise RequestError(400, "too_many_files", f"too many files: at most {max_files} views per study") from err
         raise RequestError(400, "bad_multipart", f"malformed multipart body: {message}") from err
     try:
