@@ -129,6 +129,19 @@ def cmd_export_r2gen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_model(args: argparse.Namespace) -> int:
+    from s2d_align.models.pretrained import export_model
+
+    if not args.checkpoint or not args.model_out:
+        raise ValueError("export needs --checkpoint RUN/checkpoints/STAGE and --out MODEL (or a format: export r2gen ...)")
+    out = export_model(
+        args.checkpoint, args.model_out, copy_base_models=args.copy_base_models, merge_lora=args.merge_lora,
+        trust_remote_code=args.trust_remote_code,
+    )
+    print(f"wrote the model folder {out}")
+    return 0
+
+
 # --------------------------------------------------------------------------- train / generate / evaluate
 
 
@@ -152,6 +165,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
         overrides=args.overrides,
     )
     print(f"wrote {count} predictions to {args.output}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from s2d_align.inference.report import report_study
+
+    settings = {}
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        settings[key.strip()] = value.strip()
+    result = report_study(
+        args.model, args.images, device=args.device, settings=settings, output=args.output, heatmaps=args.heatmaps,
+        trust_remote_code=args.trust_remote_code,
+    )
+    print(result["report"])
     return 0
 
 
@@ -331,10 +361,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="threads for reading files (default: min(32, 4 x cores))")
     r2gen.set_defaults(func=cmd_prepare_r2gen)
 
-    export = commands.add_parser("export", help="write a manifest in another format").add_subparsers(
-        dest="format", required=True, metavar="FORMAT"
+    export = commands.add_parser(
+        "export",
+        help="write a self-contained model folder from a stage checkpoint, or a manifest in another format",
+        description="s2d-align export --checkpoint RUN/checkpoints/s3 --out MODEL writes a model folder; "
+        "s2d-align export r2gen ... writes a manifest as R2Gen's annotation.json.",
     )
-    export_r2gen = export.add_parser("r2gen", help="R2Gen annotation.json")
+    export.add_argument("--checkpoint", help="a finished stage checkpoint folder (RUN/checkpoints/s3)")
+    export.add_argument("--out", dest="model_out", help="the model folder to write (new or empty)")
+    export.add_argument("--copy-base-models", action="store_true", help="copy the vision encoder and LLM into it")
+    export.add_argument("--merge-lora", action="store_true", help="also write the LLM with LoRA merged (merged_llm/)")
+    export.add_argument("--trust-remote-code", action="store_true", help="allow base models that ship their own code")
+    export.set_defaults(func=cmd_export_model)
+    formats = export.add_subparsers(dest="format", required=False, metavar="FORMAT")
+    export_r2gen = formats.add_parser("r2gen", help="R2Gen annotation.json")
     export_r2gen.add_argument("--manifest", required=True)
     export_r2gen.add_argument("--out", required=True, help="annotation.json to write")
     export_r2gen.add_argument("--image-root", help="make image paths relative to this folder (default: their common folder)")
@@ -354,6 +394,17 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--output", required=True, help="predictions JSONL")
     generate.add_argument("overrides", nargs="*", help="generation settings, key=value (e.g. num_beams=1)")
     generate.set_defaults(func=cmd_generate)
+
+    report = commands.add_parser("report", help="the report of one study, from one or more images (a model folder)")
+    report.add_argument("--model", required=True, help="a model folder (s2d-align export) or a stage checkpoint folder")
+    report.add_argument("images", nargs="+", metavar="IMAGE", help="the study's views: PNG, JPEG or DICOM")
+    report.add_argument("--output", help='also write {"report", "labels", "model", "settings"} as JSON')
+    report.add_argument("--heatmaps", metavar="DIR", help="write each sentence's grounding map as a PNG overlay here")
+    report.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    report.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a generation setting, e.g. --set num_beams=1 (repeatable)")
+    report.add_argument("--trust-remote-code", action="store_true", help="allow base models that ship their own code")
+    report.set_defaults(func=cmd_report)
 
     evaluate = commands.add_parser("evaluate", help="score predictions JSONL (NLG, clinical efficacy, RadGraph F1)")
     evaluate.add_argument("--predictions", required=True, help='JSONL, one {"id", "reference", "prediction"} per line')

@@ -116,3 +116,33 @@ assert not loaded, loaded
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_grounding_maps_have_patch_shape_and_sum_to_one(tiny_world, generator):
+    _, path = _test_images(tiny_world)[0]
+    report = generator(path, heatmaps=True)
+    assert report.text == generator(path).text  # asking for maps changes no word
+    assert report.heatmaps, report.text
+    from s2d_align.inference.grounding import split_sentences
+
+    sentences = [report.text[a:b].strip() for a, b in split_sentences(report.text)]
+    assert [m.sentence for m in report.heatmaps] == [s for s in sentences if s in {m.sentence for m in report.heatmaps}]
+    for item in report.heatmaps:
+        assert item.view == 0
+        assert item.map.shape == (4, 4)  # 56 px images, patch 14
+        assert item.map.min() >= 0 and abs(item.map.sum() - 1.0) < 1e-6
+    from s2d_align.inference.grounding import overlay
+
+    picture = overlay(Image.open(path), report.heatmaps[0].map)
+    assert picture.mode == "RGB" and picture.size == Image.open(path).size
+
+
+def test_monochrome1_dicom_and_its_monochrome2_twin_give_identical_reports(generator, tmp_path):
+    from tests.inference.test_images import write_dicom
+
+    rng = np.random.default_rng(1)
+    stored = rng.integers(0, 4096, (64, 64)).astype(np.uint16)
+    twin = (int(stored.max()) + int(stored.min()) - stored.astype(np.int32)).astype(np.uint16)
+    a = generator(write_dicom(tmp_path / "a.dcm", stored, "MONOCHROME1"))
+    b = generator(write_dicom(tmp_path / "b.dcm", twin, "MONOCHROME2"))
+    assert a == b and a.text

@@ -136,7 +136,10 @@ def sentence_maps(generator, pixel_values: torch.Tensor, image_mask: torch.Tenso
 
 def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.45) -> Image.Image:
     """The radiograph in gray with ``heat`` (h, w) upsampled over it in a red-yellow colour map (RGB)."""
-    from matplotlib import colormaps
+    try:
+        from matplotlib import colormaps
+    except ImportError as err:
+        raise ImportError("grounding overlays need matplotlib: pip install 's2d-align[report]'") from err
 
     base = image.convert("L").convert("RGB")
     scaled = heat / heat.max() if heat.max() > 0 else heat
