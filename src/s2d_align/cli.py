@@ -395,6 +395,27 @@ def cmd_reader_study_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from s2d_align.serving.server import serve
+
+    serve(
+        Path(args.model), host=args.host, port=args.port, device=args.device, api_key=args.api_key,
+        save_uploads=Path(args.save_uploads) if args.save_uploads else None, max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms, max_upload_mb=args.max_upload_mb,
+    )
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from s2d_align.inspection import write_inspection
+
+    count = write_inspection(Path(args.predictions), Path(args.manifest), Path(args.out),
+                             model=Path(args.model) if args.model else None, device=args.device,
+                             image_size=args.image_size)
+    print(f"wrote {count} studies to {args.out}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -599,6 +620,29 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--confidence", type=float, default=0.95, help="level of the interval of the difference")
     compare.add_argument("--output", help="also write the result as JSON")
     compare.set_defaults(func=cmd_compare)
+
+    serve = commands.add_parser("serve", help="web page and REST API for a trained model (needs the 'serve' extra)")
+    serve.add_argument("--model", required=True, help="model folder (s2d-align export) or stage checkpoint folder")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    serve.add_argument("--api-key", default=os.environ.get("S2D_API_KEY"),
+                       help="require this key on the REST API (default: $S2D_API_KEY; none: open)")
+    serve.add_argument("--save-uploads", help="keep every upload in this folder (default: nothing is written)")
+    serve.add_argument("--max-batch", type=int, default=8, help="studies generated together (default: 8)")
+    serve.add_argument("--max-wait-ms", type=float, default=10.0,
+                       help="how long a batch waits for more requests (default: 10 ms)")
+    serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body (default: 20 MB)")
+    serve.set_defaults(func=cmd_serve)
+
+    inspect = commands.add_parser("inspect", help="one self-contained HTML page of a test set's predictions")
+    inspect.add_argument("--predictions", required=True, help='predictions JSONL ({"id", "reference", "prediction"})')
+    inspect.add_argument("--manifest", required=True, help="the manifest the predictions were generated from")
+    inspect.add_argument("--out", required=True, help="the HTML file to write")
+    inspect.add_argument("--model", help="also show grounding maps of this model (folder or stage checkpoint)")
+    inspect.add_argument("--device", default="auto", help="device for --model (default: cuda when available)")
+    inspect.add_argument("--image-size", type=int, default=256, help="longest side of embedded images (default: 256)")
+    inspect.set_defaults(func=cmd_inspect)
     _teach(parser)
     return parser
 
