@@ -7,6 +7,12 @@ models saved with ``save_pretrained`` and loaded back through the real
 
 from __future__ import annotations
 
+import os
+
+# No test may reach a model hub: with the hub offline, a hub id fails at once instead of
+# retrying an unreachable network (set before huggingface_hub reads it at import).
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 import random
 from dataclasses import dataclass
 from pathlib import Path

@@ -132,7 +132,9 @@ def test_grayscale_resized_before_rgb_gives_identical_pixels(standins):
 
 
 def test_unloadable_models_name_the_key(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: the env var is too late
     missing = tmp_path / "nope"
     with pytest.raises(ModelLoadError) as err:
         load_llm(str(missing))
