@@ -436,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     experiment = commands.add_parser("experiment", help="the paper's ablation tables on the phantom, over seeds")
-    experiment.add_argument("--grid", choices=("table3", "table4", "all"), default="all")
+    experiment.add_argument("--grid", choices=("table3", "table4", "all"), default="all",
+                            help="which of the paper's tables to run: the curricula (3), the connectors (4) or both")
     experiment.add_argument("--seeds", type=int, default=3, help="training seeds per cell (default 3)")
     experiment.add_argument("--out", required=True, help="grid folder (rerun to resume)")
     experiment.add_argument("--studies", type=int, default=1500, help="phantom studies shared by all cells (default 1500)")
@@ -624,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="web page and REST API for a trained model (needs the 'serve' extra)")
     serve.add_argument("--model", required=True, help="model folder (s2d-align export) or stage checkpoint folder")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     serve.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     serve.add_argument("--api-key", default=os.environ.get("S2D_API_KEY"),
                        help="require this key on the REST API (default: $S2D_API_KEY; none: open)")

@@ -562,12 +562,15 @@ def check_config(config: Config, source: str = "<config>") -> None:
         positive_int(f"{key}.patience", stage.patience)
 
     g = config.generate
-    for name in ("num_beams", "max_new_tokens", "batch_size"):
+    for name in ("num_beams", "batch_size"):
         positive_int(f"generate.{name}", getattr(g, name))
+    if g.max_new_tokens is not None:  # None: the training cap, data.max_report_tokens
+        positive_int("generate.max_new_tokens", g.max_new_tokens)
+    max_new = g.max_new_tokens if g.max_new_tokens is not None else config.data.max_report_tokens
     non_negative("generate.min_new_tokens", g.min_new_tokens)
-    if g.min_new_tokens > g.max_new_tokens:
+    if g.min_new_tokens > max_new:
         problems.append(f"generate.min_new_tokens ({g.min_new_tokens}) must not exceed "
-                        f"generate.max_new_tokens ({g.max_new_tokens})")
+                        f"generate.max_new_tokens ({max_new})")
     need(g.repetition_penalty > 0, "generate.repetition_penalty", g.repetition_penalty, "positive")
     non_negative("generate.no_repeat_ngram_size", g.no_repeat_ngram_size)
 

@@ -61,6 +61,8 @@ def _start(root: Path, hash_seed: str) -> subprocess.Popen:
 def _files(root: Path) -> dict[str, bytes]:
     files = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.name == "image_checks.json":  # a cache of the images' sizes and mtimes, not built from the seed
+            continue
         data = path.read_bytes().replace(str(root).encode(), b"<ROOT>")  # configs name their own folder
         if path.name == "meta.json":
             data = json.dumps(_strip_timings(json.loads(data)), sort_keys=True).encode()

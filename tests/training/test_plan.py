@@ -66,7 +66,7 @@ def test_tiny_parameter_counts_match_the_built_model(tiny_world):
 
     config = tiny_world.config()
     result = plan(config, manifest=tiny_world.manifest, gpu_memory_gib=1)
-    assert result.parameters == {"vision": 28_128, "text": 31_008, "llm": 110_272, "lora": 8_704, "connector": 16_384}
+    assert result.parameters == {"vision": 28_128, "text": 28_032, "llm": 110_272, "lora": 8_704, "connector": 16_384}
     torch.manual_seed(0)
     model = build_model(config.model).model
     assert numel(model.vision) == 28_128 and numel(model.text) == 31_008 and numel(model.connector) == 16_384

@@ -18,10 +18,9 @@ the MIMIC-CXR DICOMs as:
 5. store as JPEG at quality 95 (not repeated here: re-encoding would only add
    loss; the model reads the equalised pixels directly).
 
-The page text could not be consulted from this machine when this module was
-written; the steps are those of the paper's description as its authors'
-conversion is commonly summarised, and they should be re-checked against it.
-Steps 1 use pydicom's ``apply_modality_lut`` and ``apply_voi_lut``; step 4
+Summaries of the paper agree on the 12-to-8-bit normalisation and the
+histogram equalisation; its full text could not be read from this machine,
+so the order of steps 1-3 is ours to re-check against it. Steps 1 use pydicom's ``apply_modality_lut`` and ``apply_voi_lut``; step 4
 uses Pillow's ``ImageOps.equalize``.
 
 The inversion of step 2 happens on the LUT output, before any rounding, as
