@@ -69,7 +69,7 @@ def test_tiny_parameter_counts_match_the_built_model(tiny_world):
     assert result.parameters == {"vision": 28_128, "text": 28_032, "llm": 110_272, "lora": 8_704, "connector": 16_384}
     torch.manual_seed(0)
     model = build_model(config.model).model
-    assert numel(model.vision) == 28_128 and numel(model.text) == 31_008 and numel(model.connector) == 16_384
+    assert numel(model.vision) == 28_128 and numel(model.text) == 28_032 and numel(model.connector) == 16_384
     lora = sum(p.numel() for n, p in model.llm.named_parameters() if "lora_" in n)
     assert lora == 8_704 and numel(model.llm) - lora == 110_272
     from s2d_align.training.curriculum import apply_stage
