@@ -32,27 +32,21 @@ from s2d_align.config import load_config
 from s2d_align.training.costs import shape_from_config
 from s2d_align.training.plan import GIB, Lengths, Models, peak_memory, sample_costs, total
 
-RAD_DINO = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, mlp_ratio=4, image_size=518,
-                patch_size=14, layerscale_value=1.0, qkv_bias=True, layer_norm_eps=1e-6, use_swiglu_ffn=False)
-CXR_BERT = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2)
-VICUNA_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                 num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5,
-                 tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2)
 PROMPT_TOKENS, INSTRUCTION_TOKENS = 10, 17  # Vicuna's tokenizer on the recipe's prompt and instruction
 
 
 def build(config, llm_layers: int, device: torch.device, dtype: torch.dtype = torch.bfloat16):
     """S2D-Align at the recipe's sizes around random real-shaped base models, built on ``device``."""
-    from transformers import BertConfig, BertModel, Dinov2Config, Dinov2Model, LlamaConfig, LlamaForCausalLM
+    from transformers import BertModel, Dinov2Model, LlamaForCausalLM
 
     from s2d_align.models.adapter import build_connector
     from s2d_align.models.llm import add_lora
     from s2d_align.models.model import S2DAlign
+    from s2d_align.models.standins import hub_configs
     from s2d_align.models.text import TextEncoder
     from s2d_align.models.vision import VisionEncoder
 
-    configs = Dinov2Config(**RAD_DINO), BertConfig(**CXR_BERT), LlamaConfig(**{**VICUNA_7B, "num_hidden_layers": llm_layers})
+    configs = hub_configs(llm_layers)
     m = config.model
     with torch.device(device):
         llm = LlamaForCausalLM(configs[2]).to(dtype)

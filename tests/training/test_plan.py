@@ -23,20 +23,10 @@ from s2d_align.training.costs import (
 )
 from s2d_align.training.plan import Lengths, Models, plan, recommend, sample_costs, total
 
-# The hub configs of the three base models (values of their config.json).
-RAD_DINO = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, mlp_ratio=4, image_size=518,
-                patch_size=14, layerscale_value=1.0, qkv_bias=True, layer_norm_eps=1e-6, use_swiglu_ffn=False)
-CXR_BERT = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2)
-VICUNA_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                 num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5,
-                 tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-
-
 def real_configs(llm_layers: int = 32):
-    from transformers import BertConfig, Dinov2Config, LlamaConfig
+    from s2d_align.models.standins import hub_configs
 
-    return Dinov2Config(**RAD_DINO), BertConfig(**CXR_BERT), LlamaConfig(**{**VICUNA_7B, "num_hidden_layers": llm_layers})
+    return hub_configs(llm_layers)
 
 
 def numel(module) -> int:

@@ -124,6 +124,28 @@ VICUNA_CONFIG = {
     "use_cache": True,
     "vocab_size": 32000,
 }
+HUB_ONLY_KEYS = ("architectures", "auto_map", "model_type", "torch_dtype", "transformers_version")
+
+
+def hub_configs(llm_layers: int = 32):
+    """The three base models' configs as ``transformers`` objects, Vicuna at ``llm_layers`` layers.
+
+    For shape-only work (cost model, FLOP counts on the meta device, the GPU
+    check): no files, no weights. The keys that name hub classes or versions
+    are dropped; CXR-BERT is then a plain ``BertConfig``.
+    """
+    from transformers import BertConfig, Dinov2Config, LlamaConfig
+
+    def fields(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k not in HUB_ONLY_KEYS}
+
+    return (
+        Dinov2Config(**fields(RAD_DINO_CONFIG)),
+        BertConfig(**fields(CXR_BERT_CONFIG)),
+        LlamaConfig(**{**fields(VICUNA_CONFIG), "num_hidden_layers": llm_layers}),
+    )
+
+
 VICUNA_GENERATION_CONFIG = {
     "bos_token_id": 1, "do_sample": True, "eos_token_id": 2, "max_length": 4096,
     "pad_token_id": 0, "temperature": 0.9, "top_p": 0.6,
