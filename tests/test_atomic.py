@@ -41,3 +41,35 @@ def test_an_output_that_is_an_input_is_refused_also_through_a_symlink(tmp_path):
     for output in (data, link, tmp_path / "." / "p.jsonl"):
         with pytest.raises(ValueError, match=r"is also the input --predictions .*p\.jsonl"):
             atomic.refuse_overwrite(output, {"--predictions": data})
+
+
+def test_a_figure_is_written_whole_and_a_failed_render_keeps_the_old_png(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axis = plt.subplots()
+    axis.plot([0, 1], [1, 0])
+    path = tmp_path / "curves.png"
+    atomic.save_figure(figure, path, dpi=50)
+    first = path.read_bytes()
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError):
+        atomic.save_figure(figure, path, dpi=-1)  # matplotlib refuses before a byte is written
+    assert path.read_bytes() == first
+    assert os.listdir(tmp_path) == ["curves.png"]
+    plt.close(figure)
+
+
+def test_a_folder_appears_only_when_its_block_succeeds(tmp_path):
+    out = tmp_path / "model"
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_folder(out) as staging:
+            (staging / "weights").write_text("half")
+            raise RuntimeError("disk full")
+    assert os.listdir(tmp_path) == []
+    out.mkdir()  # an empty folder is taken over
+    with atomic.atomic_folder(out) as staging:
+        assert staging.parent == tmp_path and staging != out
+        (staging / "model.json").write_text("{}")
+    assert os.listdir(out) == ["model.json"] and os.listdir(tmp_path) == ["model"]

@@ -1,8 +1,10 @@
 """Outputs that are either whole or absent: write to a temporary file, fsync, rename.
 
 Every command's output (predictions, metrics and their table and samples,
-manifests, labels, exports, run configs, checkpoint metadata) goes through
-:func:`atomic_open` or one of its wrappers. The temporary file lives in the
+manifests, labels, run configs, checkpoint metadata, curves and plots) goes
+through :func:`atomic_open` or one of its wrappers (:func:`save_figure` for
+matplotlib figures); a folder written as a whole (a model export) goes
+through :func:`atomic_folder`. The temporary file lives in the
 output's own folder, so the final ``os.replace`` is a rename within one file
 system: a reader sees the old file or the new one, never half of either, and
 a command that fails half-way (a missing image, a bad record, Ctrl-C) leaves
@@ -72,6 +74,38 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 def write_json(path: str | Path, data: Any, indent: int | None = 2, **kwargs: Any) -> None:
     """Replace ``path`` with ``data`` as JSON (a trailing newline), atomically."""
     write_text(path, json.dumps(data, indent=indent, ensure_ascii=False, **kwargs) + "\n")
+
+
+def save_figure(figure: Any, path: str | Path, **kwargs: Any) -> None:
+    """Replace ``path`` with a matplotlib figure rendered as PNG, atomically (``savefig`` keywords pass through)."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", **kwargs)
+    write_bytes(path, buffer.getvalue())
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """A temporary sibling folder that becomes ``path`` only if the block succeeds.
+
+    ``path`` must not exist, or be an empty folder (which is replaced). On an
+    exception the temporary folder is removed and ``path`` is left as it was.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        yield temporary
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        os.rename(temporary, path)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    _fsync_folder(path.parent)
 
 
 def refuse_overwrite(output: str | Path, inputs: dict[str, str | Path | None]) -> None:

@@ -384,14 +384,13 @@ def cmd_reader_study_make(args: argparse.Namespace) -> int:
 
 
 def cmd_reader_study_score(args: argparse.Namespace) -> int:
-    import json
-
+    from s2d_align import atomic
     from s2d_align.experiments.reader_study import format_scores, score_study
 
     result = score_study(Path(args.study), [Path(p) for p in args.ratings])
     print(format_scores(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
+        atomic.write_json(args.json, result)
     return 0
 
 

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 from PIL import Image
 
+from s2d_align import atomic
 from s2d_align.chexpert import OBSERVATIONS, POSITIVE, UNCERTAIN
 from s2d_align.data.images import load_image
 from s2d_align.data.manifest import image_path, read_manifest
@@ -106,7 +107,7 @@ def write_inspection(predictions: Path, manifest: Path, out: Path, model: Path |
 
         grounding_maps(rows, model, resolve_device(device), image_size)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_page(rows, title=f"{predictions.name} on {manifest.name}", model=model), encoding="utf-8")
+    atomic.write_text(out, render_page(rows, title=f"{predictions.name} on {manifest.name}", model=model))
     return len(rows)
 
 

@@ -1,6 +1,5 @@
 """The training dataset's documented behaviour: a random key-phrase subset per epoch, truncated reports."""
 
-import pytest
 import torch
 from transformers import AutoTokenizer
 

@@ -8,7 +8,6 @@ import math
 import pytest
 
 from s2d_align.cli import main
-from s2d_align.experiments import grid
 from s2d_align.experiments.grid import GridSettings, cell_config
 from s2d_align.experiments.statistics import minimum_detectable_difference, seeds_needed
 

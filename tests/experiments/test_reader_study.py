@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from s2d_align.cli import main
-from s2d_align.experiments.reader_study import agreement, score_study
+from s2d_align.experiments.reader_study import agreement
 
 from tests.conftest import write_synthetic_manifest
 

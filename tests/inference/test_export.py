@@ -89,6 +89,18 @@ def test_export_refuses_a_non_empty_folder_and_an_unfinished_checkpoint(run, tmp
     assert "not a finished checkpoint" in capsys.readouterr().err
 
 
+def test_a_failed_export_leaves_no_model_folder(run, tmp_path, monkeypatch):
+    from s2d_align.models import card, pretrained
+
+    def broken_card(*args, **kwargs):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(card, "model_card", broken_card)
+    with pytest.raises(OSError, match="no space left"):
+        pretrained.export_model(run / "checkpoints" / "s2", tmp_path / "model", copy_base_models=True)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_export_r2gen_still_works(tiny_world, tmp_path):
     out = tmp_path / "annotation.json"
     assert main(["export", "r2gen", "--manifest", str(tiny_world.manifest), "--out", str(out)]) == 0

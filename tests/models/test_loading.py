@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from s2d_align.config import ConfigError, load_config
 from s2d_align.models.llm import load_llm
 from s2d_align.models.loading import ModelLoadError
 from s2d_align.models.text import load_text_encoder
-from s2d_align.models.vision import ImagePreprocessor, load_vision_encoder
+from s2d_align.models.vision import load_vision_encoder
 
 EVIL = '''from pathlib import Path
 Path({marker!r}).write_text("ran")

@@ -8,7 +8,6 @@ pages are saved as screenshots under runs/screenshots/.
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 

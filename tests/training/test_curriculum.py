@@ -76,8 +76,6 @@ def test_apply_stage_freezes_everything_else_and_gradients_agree(tiny_world, tin
 
 @pytest.mark.parametrize("kind", ["mlp", "mlp_qformer", "mlp_msa", "sma_unshared"])
 def test_every_connector_trains_only_the_adapters_of_its_contexts(tiny_world, kind):
-    import torch
-
     from s2d_align.models.model import build_model
     from tests.models.test_model import _batch
 

@@ -1,6 +1,5 @@
 """The curriculum trainer on tiny models: checkpoints, resume, early stopping, bad input."""
 
-import json
 import shutil
 
 import pytest

@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from s2d_align import atomic
 from s2d_align.data.assembly import threaded
 from s2d_align.data.images import ImageError, check_image
 
@@ -65,10 +66,7 @@ class ImageCheckCache:
         self.entries.update(passed)
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(self.path.name + ".partial")
-        partial.write_text(json.dumps({"version": 1, "images": self.entries}))
-        os.replace(partial, self.path)
+        atomic.write_text(self.path, json.dumps({"version": 1, "images": self.entries}))
 
 
 def check_shard(

@@ -29,8 +29,8 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
+from s2d_align import atomic
 from s2d_align.config import Config, apply_overrides, from_dict, read_recipe, resolve_recipe
 
 FULL = "s1_s2_s3"
@@ -196,5 +196,5 @@ def run_cell(name: str, seed: int, out: Path, settings: GridSettings) -> float:
                     "best_val_loss": s.best_val_loss} for s in stages],
         "seconds": time.perf_counter() - started,
     }
-    done.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    atomic.write_json(done, record)
     return record["seconds"]

@@ -31,6 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
+from s2d_align import atomic
 SCALES = ("fluency", "factual")
 REFERENCE = "reference"
 
@@ -93,10 +94,10 @@ def make_study(predictions: Sequence[Path], manifest: Path, out: Path, n: int = 
     data = json.dumps({"id": study_id, "items": items, "images": images}).replace("</", "<\\/")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "index.html").write_text(page.replace("__STUDY__", data), encoding="utf-8")
+    atomic.write_text(out / "index.html", page.replace("__STUDY__", data))
     record = {"id": study_id, "seed": seed, "systems": names, "include_reference": include_reference,
               "cases": cases, "items": key}
-    (out / "key.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    atomic.write_json(out / "key.json", record)
     return record
 
 

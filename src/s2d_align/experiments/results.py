@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from s2d_align import atomic
 from s2d_align.experiments import statistics as stats
 from s2d_align.experiments.grid import CONTROLS, FULL, METRICS, GridSettings
 
@@ -69,8 +70,8 @@ def collect(out: Path, cells: Sequence[str], settings: GridSettings, seconds: di
 
 def write_results(out: Path, cells: Sequence[str], settings: GridSettings, seconds: dict, wall: float) -> dict:
     results = collect(out, cells, settings, seconds, wall)
-    (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    (out / "results.md").write_text(markdown(results), encoding="utf-8")
+    atomic.write_json(out / "results.json", results)
+    atomic.write_text(out / "results.md", markdown(results))
     write_plots(out, results)
     print(markdown(results))
     print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'plots'}")
@@ -141,7 +142,7 @@ def write_plots(out: Path, results: dict) -> None:
     axis.legend(fontsize=7, ncol=2)
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(plots / "validation_loss.png", dpi=100, metadata={"Software": None})
+    atomic.save_figure(figure, plots / "validation_loss.png", dpi=100, metadata={"Software": None})
     plt.close(figure)
 
     figure, axis = plt.subplots(figsize=(8, 4))
@@ -153,7 +154,7 @@ def write_plots(out: Path, results: dict) -> None:
     axis.set_ylabel("CE-F1 (mean over seeds, 95 % interval)")
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(plots / "ce_f1.png", dpi=100, metadata={"Software": None})
+    atomic.save_figure(figure, plots / "ce_f1.png", dpi=100, metadata={"Software": None})
     plt.close(figure)
 
     observations = list(next(iter(results["cells"].values()))["per_seed"]["0"]["per_observation_f1"])
@@ -168,5 +169,5 @@ def write_plots(out: Path, results: dict) -> None:
             axis.text(j, i, f"{table[i, j]:.2f}", ha="center", va="center", fontsize=6, color="white")
     figure.colorbar(image, label="F1 (mean over seeds)")
     figure.tight_layout()
-    figure.savefig(plots / "per_observation_f1.png", dpi=100, metadata={"Software": None})
+    atomic.save_figure(figure, plots / "per_observation_f1.png", dpi=100, metadata={"Software": None})
     plt.close(figure)

@@ -8,10 +8,12 @@ saved report can be traced back to the model folder it came from.
 
 from __future__ import annotations
 
-import json
+import io
 import time
 from pathlib import Path
 from typing import Sequence
+
+from s2d_align import atomic
 
 
 def report_study(
@@ -43,8 +45,7 @@ def report_study(
         result["heatmaps"] = write_overlays(generator, images, report.heatmaps, Path(heatmaps))
     if output is not None:
         output = Path(output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        atomic.write_json(output, result)
     return result
 
 
@@ -59,7 +60,9 @@ def write_overlays(generator, images: Sequence[str | Path], maps, folder: Path) 
         if item.view == 0:
             sentence_index += 1
         path = folder / f"sentence-{sentence_index:02d}-view{item.view}.png"
-        overlay(views[item.view], item.map).save(path)
+        buffer = io.BytesIO()
+        overlay(views[item.view], item.map).save(buffer, format="PNG")
+        atomic.write_bytes(path, buffer.getvalue())
         written.append({"file": path.name, "sentence": item.sentence, "view": item.view})
-    (folder / "heatmaps.json").write_text(json.dumps(written, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic.write_json(folder / "heatmaps.json", written)
     return written

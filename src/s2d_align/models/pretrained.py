@@ -39,7 +39,8 @@ from typing import Any, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from s2d_align.config import Config, load_config, replace, save_config
+from s2d_align import atomic
+from s2d_align.config import load_config, replace, save_config
 
 CONNECTOR_FILE = "connector.safetensors"
 LORA_DIR = "lora"
@@ -226,47 +227,49 @@ def export_model(
         raise FileNotFoundError(f"{checkpoint}: not a finished checkpoint (no {META_FILE}); train first")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out}: exists and is not empty; choose a new folder")
-    out.mkdir(parents=True, exist_ok=True)
     built, config, _ = load_pretrained(checkpoint, trust_remote_code=trust_remote_code)
     saved = load_config(checkpoint / CONFIG_FILE, saved=True)  # names as the run gave them (before resolution)
     m = saved.model
-    names = {}
-    for role, section in (("vision", m.vision), ("llm", m.llm)):
-        if copy_base_models:
-            _copy_base(section.name_or_path, out / "base_models" / role)
-            names[role] = f"base_models/{role}"
-        else:
-            names[role] = _name_in_folder(section.name_or_path, out)
-    model_config = replace(
-        m,
-        vision=replace(m.vision, name_or_path=names["vision"]),
-        text=replace(m.text, name_or_path=_name_in_folder(m.text.name_or_path, out)),
-        llm=replace(m.llm, name_or_path=names["llm"]),
-    )
-    save_config(replace(saved, model=model_config), out / CONFIG_FILE)
-    for name in (CONNECTOR_FILE,):
-        shutil.copy2(checkpoint / name, out / name)
-    shutil.copytree(checkpoint / LORA_DIR, out / LORA_DIR)
-    built.tokenizers.llm.save_pretrained(str(out / TOKENIZER_DIR))
-    built.preprocess.processor.save_pretrained(str(out / PREPROCESSOR_DIR))
-    if merge_lora:
-        merged = built.model.llm.merge_and_unload()
-        merged.save_pretrained(str(out / MERGED_DIR))
-        built.tokenizers.llm.save_pretrained(str(out / MERGED_DIR))
-    run = checkpoint.resolve().parent.parent
-    metrics_path = run / "metrics.json"
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
-    info = {
-        "format": FORMAT,
-        "format_version": 1,
-        "name": out.resolve().name,
-        "stage": meta.get("stage"),
-        "source_checkpoint": str(checkpoint.resolve()),
-        "base_models_copied": copy_base_models,
-        "merged_llm": MERGED_DIR if merge_lora else None,
-        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "versions": versions(),
-    }
-    (out / "README.md").write_text(model_card(config, meta, info, metrics), encoding="utf-8")
-    (out / MODEL_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")  # last: marks it complete
+    # Written into a temporary sibling folder that becomes OUT only when complete:
+    # a failed export leaves no half-written model folder behind.
+    with atomic.atomic_folder(out) as staging:
+        names = {}
+        for role, section in (("vision", m.vision), ("llm", m.llm)):
+            if copy_base_models:
+                _copy_base(section.name_or_path, staging / "base_models" / role)
+                names[role] = f"base_models/{role}"
+            else:
+                names[role] = _name_in_folder(section.name_or_path, out)
+        model_config = replace(
+            m,
+            vision=replace(m.vision, name_or_path=names["vision"]),
+            text=replace(m.text, name_or_path=_name_in_folder(m.text.name_or_path, out)),
+            llm=replace(m.llm, name_or_path=names["llm"]),
+        )
+        save_config(replace(saved, model=model_config), staging / CONFIG_FILE)
+        for name in (CONNECTOR_FILE,):
+            shutil.copy2(checkpoint / name, staging / name)
+        shutil.copytree(checkpoint / LORA_DIR, staging / LORA_DIR)
+        built.tokenizers.llm.save_pretrained(str(staging / TOKENIZER_DIR))
+        built.preprocess.processor.save_pretrained(str(staging / PREPROCESSOR_DIR))
+        if merge_lora:
+            merged = built.model.llm.merge_and_unload()
+            merged.save_pretrained(str(staging / MERGED_DIR))
+            built.tokenizers.llm.save_pretrained(str(staging / MERGED_DIR))
+        run = checkpoint.resolve().parent.parent
+        metrics_path = run / "metrics.json"
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
+        info = {
+            "format": FORMAT,
+            "format_version": 1,
+            "name": out.resolve().name,
+            "stage": meta.get("stage"),
+            "source_checkpoint": str(checkpoint.resolve()),
+            "base_models_copied": copy_base_models,
+            "merged_llm": MERGED_DIR if merge_lora else None,
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "versions": versions(),
+        }
+        (staging / "README.md").write_text(model_card(config, meta, info, metrics), encoding="utf-8")
+        (staging / MODEL_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")  # last: marks it complete
     return out

@@ -19,7 +19,6 @@ only what saving and resuming a run needs.
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import time

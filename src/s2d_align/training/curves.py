@@ -15,6 +15,8 @@ import csv
 from pathlib import Path
 from typing import Sequence
 
+from s2d_align import atomic
+
 COLUMNS = ("stage", "step", "run_step", "epoch", "train_loss", "val_loss")
 
 
@@ -45,7 +47,7 @@ def write_curves(out: Path, results: Sequence) -> dict[str, Path]:
     out = Path(out)
     rows = curve_rows(results)
     paths = {"csv": out / "curves.csv"}
-    with paths["csv"].open("w", newline="", encoding="utf-8") as handle:
+    with atomic.atomic_open(paths["csv"], newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
@@ -73,6 +75,6 @@ def write_curves(out: Path, results: Sequence) -> dict[str, Path]:
     axis.grid(alpha=0.3)
     figure.tight_layout()
     paths["png"] = out / "curves.png"
-    figure.savefig(paths["png"], dpi=100, metadata={"Software": None})
+    atomic.save_figure(figure, paths["png"], dpi=100, metadata={"Software": None})
     plt.close(figure)
     return paths

@@ -26,7 +26,7 @@ from s2d_align.config import (
 )
 from s2d_align.data.dataset import Collator, TrainingDataset
 from s2d_align.data.image_checks import ImageCheckCache, check_shard
-from s2d_align.data.manifest import Study, check_image_paths, image_path, read_manifest
+from s2d_align.data.manifest import Study, check_image_paths, read_manifest
 from s2d_align.training import checkpoint as ckpt
 from s2d_align.training.curriculum import apply_stage, stage_contexts
 from s2d_align.training.curves import write_curves

@@ -228,7 +228,6 @@ def peak_memory(config: Config, models: Models, lengths: Lengths, context: Seque
     _, sequence = sample_costs(config, models, lengths, context, lora_trainable, checkpointing)
     tokens = micro_batch * sequence
     llm = models.llm
-    lora = lora_targets(llm, config.model.lora.target_modules)
     layer = llm_layer_activation_bytes(llm, config.model.lora.target_modules, config.model.lora.r, lora_trainable, config.model.lora.dropout, a)
     if checkpointing:  # each layer's input is kept; one layer's saved tensors live during its recompute
         activations = tokens * (llm.layers * a * llm.hidden + layer)
