@@ -68,10 +68,14 @@ def test_checkpoint_round_trip_reproduces_the_model(trained, tiny_world):
     assert saved.keys() == live.keys() and all(torch.equal(saved[k], live[k]) for k in saved)
 
 
-def test_a_finished_run_is_not_retrained(trained):
+def test_a_finished_run_is_not_retrained_nor_its_reports_counted_again(trained, capsys):
     config, out, results = trained
     before = _connector(out / "checkpoints" / "s3")
+    assert (out / "report_tokens.json").is_file()
+    capsys.readouterr()
     again = train(config, out)
+    # the tiny world's 16 training studies (8 patients x 2)
+    assert "report tokens: 16 training reports, 16 remembered (report_tokens.json), 0 counted" in capsys.readouterr().out
     assert [r.best_val_loss for r in again] == [r.best_val_loss for r in results]
     assert all(torch.equal(before[k], v) for k, v in _connector(out / "checkpoints" / "s3").items())
 

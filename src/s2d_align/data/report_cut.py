@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from s2d_align.data.report_tokens import count_tokens
+
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -31,8 +33,4 @@ def fit_report(text: str, tokenizer, max_tokens: int) -> tuple[list[int], bool]:
 
 def count_cut_reports(texts, tokenizer, max_tokens: int) -> int:
     """How many of ``texts`` :func:`fit_report` cuts (one batched tokenizer call)."""
-    texts = list(texts)
-    if not texts:
-        return 0
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    return sum(n > max_tokens - 1 for n in lengths)
+    return sum(n > max_tokens - 1 for n in count_tokens(tokenizer, texts))

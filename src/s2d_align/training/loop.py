@@ -30,7 +30,9 @@ from s2d_align.data.manifest import Study, check_image_paths, read_manifest
 from s2d_align.training import checkpoint as ckpt
 from s2d_align.training.curriculum import apply_stage, stage_contexts
 from s2d_align.training.curves import write_curves
-from s2d_align.training.sampler import LengthGroupedSampler, report_lengths
+from s2d_align.data.report_tokens import CACHE_FILE as REPORT_TOKENS_FILE
+from s2d_align.data.report_tokens import report_token_counts
+from s2d_align.training.sampler import LengthGroupedSampler, capped_lengths
 
 
 class TrainingError(ValueError):
@@ -82,26 +84,26 @@ def train(config: Config, out: Path, trust_remote_code: bool = False) -> list[St
     from s2d_align.models.model import build_model
 
     built = build_model(config.model, trust_remote_code=trust_remote_code)
-    from s2d_align.data.report_cut import count_cut_reports
-
-    cut = count_cut_reports([s.findings for s in train_studies], built.tokenizers.llm, config.data.max_report_tokens)
+    model = built.model
+    _claim_run_folder(config, out)
+    counts, counted = report_token_counts(built.tokenizers.llm, [s.findings for s in train_studies],
+                                          out / REPORT_TOKENS_FILE, write=accelerator.is_main_process)
+    accelerator.print(f"report tokens: {len(counts)} training reports, {len(counts) - counted} remembered "
+                      f"({REPORT_TOKENS_FILE}), {counted} counted")
+    budget = config.data.max_report_tokens - 1
+    cut = sum(n > budget for n in counts)
     if cut:
         accelerator.print(
             f"{cut} of {len(train_studies)} training reports exceed data.max_report_tokens="
             f"{config.data.max_report_tokens}; each is cut at its last whole sentence that fits"
         )
-    model = built.model
-    _claim_run_folder(config, out)
     collate = Collator(
         built.tokenizers.llm, built.tokenizers.text, config.data.max_report_tokens, config.model.text.max_length
     )
     findings = {s.id: s.findings for s in studies}
     report_tokens = None
     if config.train.group_by_length:
-        report_tokens = dict(zip(
-            [s.id for s in train_studies],
-            report_lengths(built.tokenizers.llm, [s.findings for s in train_studies], config.data.max_report_tokens),
-        ))
+        report_tokens = dict(zip([s.id for s in train_studies], capped_lengths(counts, config.data.max_report_tokens)))
 
     results = []
     for stage in config.train.stages:

@@ -28,6 +28,8 @@ from typing import Iterator, Sequence
 import torch
 from torch.utils.data import Sampler
 
+from s2d_align.data.report_tokens import count_tokens
+
 # transformers' default: at most 50 batches per megabatch, fewer for small datasets.
 MAX_MEGABATCH_MULT = 50
 
@@ -61,7 +63,15 @@ class LengthGroupedSampler(Sampler[int]):
         return iter(get_length_grouped_indices(self.lengths, self.global_batch, self.megabatch_mult, generator))
 
 
+def capped_lengths(counts: Sequence[int], max_report_tokens: int) -> list[int]:
+    """Report tokens as the collator makes them from raw token ``counts``: at most ``max_report_tokens - 1``, plus EOS.
+
+    (A cut report ends at a sentence boundary, so it may be shorter than the cap:
+    for grouping, the cap is close enough.)
+    """
+    return [min(n, max_report_tokens - 1) + 1 for n in counts]
+
+
 def report_lengths(llm_tokenizer, texts: Sequence[str], max_report_tokens: int) -> list[int]:
-    """Report tokens per text as the collator makes them: cut to ``max_report_tokens - 1``, plus EOS."""
-    encoded = llm_tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    return [min(len(ids), max_report_tokens - 1) + 1 for ids in encoded]
+    """:func:`capped_lengths` of ``texts`` tokenised by the LLM's tokenizer."""
+    return capped_lengths(count_tokens(llm_tokenizer, texts), max_report_tokens)
