@@ -10,9 +10,9 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	# RadEval for the model metrics' tests, without the dependencies it would pull and we never import
-	# (an unpinned torchvision, spaCy, stanza, datasets): see the 'metrics' extra in pyproject.toml.
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps radeval==2.2.1
+	# RadEval and medspaCy for the model metrics' tests, without the dependencies they would pull (an unpinned
+	# torchvision, stanza; spaCy 3.7, which fails on numpy 2): see the 'metrics' extra in pyproject.toml.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps radeval==2.2.1 medspacy==1.3.1
 	touch $(STAMP)
 
 install: $(STAMP)

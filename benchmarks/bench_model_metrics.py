@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             scale = FULL / len(records)
             print(f"{name:10s} CPU {cpu:8.1f} s  wall {wall:8.1f} s  ({1000 * cpu / len(records):.1f} ms CPU/pair; "
-                  f"at {FULL} pairs ~{cpu * scale:.0f} s CPU, ~{wall * scale:.0f} s wall)  mean {result.score:.4f}")
+                  f"at {FULL} pairs ~{cpu * scale:.0f} s CPU, ~{wall * scale:.0f} s wall)  mean {result.scores()[name]:.4f}")
 
 
 if __name__ == "__main__":

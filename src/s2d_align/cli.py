@@ -610,7 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="paired significance test between two systems on the same ids")
     compare.add_argument("a", help="predictions JSONL of system A")
     compare.add_argument("b", help="predictions JSONL of system B (same ids and references)")
-    _add_scoring_flags(compare, default_metrics="bleu,rouge_l,cider,ce,radgraph")  # METEOR: no per-report statistics
+    _add_scoring_flags(compare, default_metrics=None, default_text="bleu,rouge_l,cider,ce,radgraph; RadGraph F1 only "
+                       "from --radgraph-a/-b")  # METEOR: no per-report statistics
     compare.add_argument("--radgraph-a", help='RadGraph annotations for system A: {id: {"reference": ..., "prediction": ...}}')
     compare.add_argument("--radgraph-b", help="the same for system B")
     compare.add_argument("--test", default="bootstrap", choices=["bootstrap", "permutation"],
@@ -683,7 +684,8 @@ def _add_labeler_flags(parser: argparse.ArgumentParser, recipe_defaults: bool = 
     parser.add_argument("--batch-size", type=int, default=32, help="chexbert batch size")
 
 
-def _add_scoring_flags(parser: argparse.ArgumentParser, default_metrics: str | None, recipe_defaults: bool = False) -> None:
+def _add_scoring_flags(parser: argparse.ArgumentParser, default_metrics: str | None, recipe_defaults: bool = False,
+                       default_text: str = "bleu..radgraph, all that can run") -> None:
     from s2d_align.evaluation.cleaning import CLEANERS
 
     if recipe_defaults:
@@ -695,11 +697,13 @@ def _add_scoring_flags(parser: argparse.ArgumentParser, default_metrics: str | N
                             help="cleaning applied to both sides before scoring (default: none, text as given)")
     parser.add_argument("--metrics", default=default_metrics,
                         help="comma-separated subset of bleu,rouge_l,cider,meteor,ce,radgraph and, with the "
-                             "'metrics' extra, bertscore,semb "
-                             f"(default: {default_metrics or 'bleu..radgraph, all that can run'})")
+                             "'metrics' extra, bertscore,semb,radcliq,ratescore,green; radgraph named here without "
+                             "annotations runs the RadGraph model (the extra) "
+                             f"(default: {default_metrics or default_text})")
     parser.add_argument("--metric-model", action="append", default=[], metavar="NAME=ID_OR_PATH",
                         help="model of a model metric: a hub id or a local folder (bertscore=distilroberta-base, "
-                             "semb=DIR with config.json, tokenizer, chexbert.pth); repeatable")
+                             "semb=DIR with config.json, tokenizer, chexbert.pth; radgraph=radgraph-xl|radgraph|DIR; "
+                             "radcliq=DIR, ratescore=DIR, green=ID|DIR; see docs/evaluation.md); repeatable")
     parser.add_argument("--metric-device", default=None,
                         help="torch device of the model metrics (default: cuda when present, else cpu)")
     _add_labeler_flags(parser, recipe_defaults)

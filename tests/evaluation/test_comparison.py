@@ -78,4 +78,4 @@ def test_duplicate_ids_and_untestable_metrics_are_errors():
     with pytest.raises(ValueError, match="duplicate id 's0'"):
         align(records, records + [{"id": "s0", "reference": "No effusion.", "prediction": "garbage"}])
     with pytest.raises(ValueError, match="no metric with per-report statistics"):
-        compare_records(records, records, metrics="radgraph")
+        compare_records(records, records, metrics="meteor")

@@ -19,63 +19,22 @@ import torch
 
 from s2d_align.evaluation import model_metrics
 from s2d_align.evaluation.model_metrics import MetricSetupError
+from tests.evaluation.conftest import HYPS, REFS, hub_cache
 
 with model_metrics._quiet_radeval_import():  # RadEval's package import would call nltk.download
     import radeval  # noqa: F401
 
-REFS = ["No pleural effusion or pneumothorax.", "Mild cardiomegaly. The lungs are clear.",
-        "There is a small left pleural effusion.", "Heart size is normal."]
-HYPS = ["No effusion or pneumothorax.", "The heart is mildly enlarged, lungs clear.",
-        "No pleural effusion.", "Heart size is normal."]
-WORDS = sorted({w.strip(".,").lower() for t in REFS + HYPS for w in t.split()} | {".", ","})
+
+@pytest.fixture(scope="module")
+def roberta_dir(metric_models):
+    """A random 6-layer RoBERTa in a local folder named ``distilroberta-base`` (conftest.py)."""
+    return metric_models["bertscore"]
 
 
 @pytest.fixture(scope="module")
-def roberta_dir(tmp_path_factory):
-    """A random 6-layer RoBERTa with a byte-level BPE tokenizer trained on the test sentences."""
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
-
-    folder = tmp_path_factory.mktemp("bertscore") / "distilroberta-base"
-    folder.mkdir()
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(REFS + HYPS, vocab_size=300, min_frequency=1,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    bpe.save_model(str(folder))
-    vocab = json.loads((folder / "vocab.json").read_text())
-    merges = [tuple(line.split()) for line in (folder / "merges.txt").read_text().splitlines()[1:] if line]
-    tokenizer = RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=128)
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=6, num_attention_heads=2,
-                           intermediate_size=64, max_position_embeddings=130, pad_token_id=1, bos_token_id=0,
-                           eos_token_id=2)
-    RobertaModel(config).save_pretrained(folder)
-    return folder
-
-
-def _write_chexbert(folder: Path) -> None:
-    from transformers import BertConfig, BertTokenizer
-
-    from s2d_align.evaluation.labelers.chexbert import CheXbert
-
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    BertTokenizer(str(folder / "vocab.txt"), model_max_length=512).save_pretrained(folder)
-    config = BertConfig(vocab_size=5 + len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512)
-    config.save_pretrained(folder)
-    torch.manual_seed(1)
-    model = CheXbert(config)
-    state = {f"module.{k}": v for k, v in model.state_dict().items()}
-    torch.save({"model_state_dict": state}, folder / "chexbert.pth")
-
-
-@pytest.fixture(scope="module")
-def chexbert_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("semb") / "chexbert"
-    _write_chexbert(folder)
-    return folder
+def chexbert_dir(metric_models):
+    """A random CheXbert (bert-base-uncased shape, shrunk): config, tokenizer and chexbert.pth (conftest.py)."""
+    return metric_models["semb"]
 
 
 # ----------------------------------------------------------------------------- BERTScore
@@ -109,15 +68,16 @@ def _bertscore_by_hand(folder: Path, refs: list[str], hyps: list[str]) -> np.nda
 def test_bertscore_matches_radeval_and_its_definition(roberta_dir):
     from radeval.metrics.bertscore._vendor import BERTScorer
 
-    ours = model_metrics.bertscore(REFS, HYPS, str(roberta_dir), device="cpu")
+    ours = model_metrics.bertscore(REFS, HYPS, str(roberta_dir), device="cpu").per_report["bertscore"]
     reference = BERTScorer(model_type=str(roberta_dir), num_layers=5, idf=False, lang="en",
                            rescale_with_baseline=True, device="cpu",
                            baseline_path=str(model_metrics._baseline_path("distilroberta-base")))
     _, _, f1 = reference.score(cands=HYPS, refs=REFS)
-    np.testing.assert_allclose(ours.per_report, f1.double().numpy(), atol=1e-6, rtol=0)
-    np.testing.assert_allclose(ours.per_report, _bertscore_by_hand(roberta_dir, REFS, HYPS), atol=1e-5, rtol=0)
-    assert ours.per_report[3] == pytest.approx(1.0, abs=1e-6)  # identical texts: F1 1 before and after rescaling
-    assert "layer 5, idf off, rescaled with bert-score's en baseline for distilroberta-base" in ours.convention
+    np.testing.assert_allclose(ours, f1.double().numpy(), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(ours, _bertscore_by_hand(roberta_dir, REFS, HYPS), atol=1e-5, rtol=0)
+    assert ours[3] == pytest.approx(1.0, abs=1e-6)  # identical texts: F1 1 before and after rescaling
+    convention = model_metrics.bertscore(REFS[:1], HYPS[:1], str(roberta_dir), device="cpu").convention
+    assert "layer 5, idf off, rescaled with bert-score's en baseline for distilroberta-base" in convention
 
 
 def test_bertscore_refuses_a_model_too_shallow(tmp_path, roberta_dir):
@@ -163,9 +123,9 @@ def _semb_by_hand(folder: Path, refs: list[str], hyps: list[str]) -> np.ndarray:
 
 
 def test_semb_from_a_local_folder_matches_its_definition(chexbert_dir):
-    ours = model_metrics.semb(REFS, HYPS, str(chexbert_dir), device="cpu")
-    np.testing.assert_allclose(ours.per_report, _semb_by_hand(chexbert_dir, REFS, HYPS), atol=1e-6, rtol=0)
-    assert ours.per_report[3] == pytest.approx(1.0, abs=1e-6)
+    ours = model_metrics.semb(REFS, HYPS, str(chexbert_dir), device="cpu").per_report["semb"]
+    np.testing.assert_allclose(ours, _semb_by_hand(chexbert_dir, REFS, HYPS), atol=1e-6, rtol=0)
+    assert ours[3] == pytest.approx(1.0, abs=1e-6)
 
 
 _HUB_SCRIPT = """
@@ -175,30 +135,18 @@ from radeval.metrics.RadCliQv1.semb_score import semantic_embedding_scores
 from s2d_align.evaluation import model_metrics
 refs, hyps, local = json.loads(sys.argv[1])
 reference = semantic_embedding_scores(refs, hyps, device="cpu")
-hub = model_metrics.semb(refs, hyps, None, device="cpu").per_report
-folder = model_metrics.semb(refs, hyps, local, device="cpu").per_report
+hub = model_metrics.semb(refs, hyps, None, device="cpu").per_report["semb"]
+folder = model_metrics.semb(refs, hyps, local, device="cpu").per_report["semb"]
 print(json.dumps({"reference": reference.tolist(), "hub": hub.tolist(), "folder": folder.tolist()}))
 """
-
-
-def _hub_cache(root: Path, repo: str, files: dict[str, Path]) -> None:
-    """``files`` placed as huggingface_hub caches a download of ``repo`` (a snapshot plus refs/main)."""
-    revision = "0" * 40
-    base = root / f"models--{repo.replace('/', '--')}"
-    snapshot = base / "snapshots" / revision
-    snapshot.mkdir(parents=True)
-    (base / "refs").mkdir()
-    (base / "refs" / "main").write_text(revision)
-    for name, source in files.items():
-        (snapshot / name).write_bytes(source.read_bytes())
 
 
 def test_semb_from_the_hub_cache_offline_matches_radeval(tmp_path, chexbert_dir):
     """Without --metric-model, SembScore loads what RadEval's F1CheXbert loads, from the HF cache, offline."""
     hub = tmp_path / "hf" / "hub"
     tokenizer_files = {n: chexbert_dir / n for n in ("config.json", "vocab.txt", "tokenizer_config.json")}
-    _hub_cache(hub, "bert-base-uncased", tokenizer_files)
-    _hub_cache(tmp_path / "xdg" / "chexbert", "StanfordAIMI/RRG_scorers", {"chexbert.pth": chexbert_dir / "chexbert.pth"})
+    hub_cache(hub, "bert-base-uncased", tokenizer_files)
+    hub_cache(tmp_path / "xdg" / "chexbert", "StanfordAIMI/RRG_scorers", {"chexbert.pth": chexbert_dir / "chexbert.pth"})
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(hub),
            "XDG_CACHE_HOME": str(tmp_path / "xdg"), "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run([sys.executable, "-c", _HUB_SCRIPT, json.dumps([REFS, HYPS, str(chexbert_dir)])],
@@ -238,7 +186,7 @@ def test_missing_folders_fail_before_work(tmp_path):
     with pytest.raises(MetricSetupError, match="no such folder"):
         model_metrics.check(["bertscore"], {"bertscore": str(tmp_path / "distilroberta-base")})
     (tmp_path / "chexbert").mkdir()
-    with pytest.raises(MetricSetupError, match="missing config.json, chexbert.pth"):
+    with pytest.raises(MetricSetupError, match=r"missing config.json, chexbert.pth \(it must hold config.json"):
         model_metrics.check(["semb"], {"semb": str(tmp_path / "chexbert")})
     with pytest.raises(MetricSetupError, match="not among --metrics"):
         model_metrics.check([], {"semb": str(tmp_path / "chexbert")})
@@ -269,8 +217,8 @@ def test_cli_evaluate_and_compare_with_model_metrics(tmp_path, capsys, roberta_d
     assert main(["evaluate", "--predictions", str(predictions), "--output", str(out), "--metrics",
                  "bleu,bertscore,semb", *models, "--bootstrap", "50", "--metric-device", "cpu"]) == 0
     metrics = json.loads(out.read_text())
-    expected_bert = model_metrics.bertscore(REFS, HYPS, str(roberta_dir), "cpu").per_report
-    expected_semb = model_metrics.semb(REFS, HYPS, str(chexbert_dir), "cpu").per_report
+    expected_bert = model_metrics.bertscore(REFS, HYPS, str(roberta_dir), "cpu").per_report["bertscore"]
+    expected_semb = model_metrics.semb(REFS, HYPS, str(chexbert_dir), "cpu").per_report["semb"]
     assert metrics["bertscore"] == pytest.approx(expected_bert.mean(), abs=1e-9)
     assert metrics["semb"] == pytest.approx(expected_semb.mean(), abs=1e-9)
     low, high = metrics["confidence_intervals"]["bertscore"]
@@ -294,8 +242,7 @@ def test_cli_evaluate_and_compare_with_model_metrics(tmp_path, capsys, roberta_d
 
 @pytest.mark.parametrize("metrics, message", [
     ("bleu,bertscor", "unknown metric(s) ['bertscor']"),
-    ("bleu,green", "green is one of the field's model metrics, but this version of s2d-align does not compute it"),
-    ("radcliq", "radcliq is one of the field's model metrics"),
+    ("bleu,ratescor", "unknown metric(s) ['ratescor']"),
 ])
 def test_cli_bad_metric_names_fail_before_work(tmp_path, capsys, metrics, message):
     from s2d_align.cli import main

@@ -5,8 +5,8 @@ references; anything else is an error that lists the offending ids, because
 a comparison over different reports means nothing. Each file is scored with
 the same cleaning and the same labeler instance, then every metric with
 per-report statistics (BLEU-1..4, ROUGE-L, CIDEr-D, CE P/R/F1, RadGraph F1,
-BERTScore, SembScore)
-is tested with :func:`s2d_align.evaluation.bootstrap.paired_bootstrap` or
+and the model metrics: BERTScore, SembScore, RadCliQ-v1 and 1/RadCliQ-v1,
+RaTEScore, GREEN) is tested with :func:`s2d_align.evaluation.bootstrap.paired_bootstrap` or
 :func:`~s2d_align.evaluation.bootstrap.permutation_test`. METEOR has no
 per-report statistics and is not tested.
 """
@@ -49,17 +49,22 @@ def align(records_a: list[dict[str, str]], records_b: list[dict[str, str]], name
 
 
 def compare_records(records_a: list[dict[str, str]], records_b: list[dict[str, str]], clean: str = "none",
-                    metrics: str | Iterable[str] | None = DEFAULT_METRICS, labeler: Any = "rules", *,
+                    metrics: str | Iterable[str] | None = None, labeler: Any = "rules", *,
                     labeler_options: dict[str, Any] | None = None, radgraph_a: dict | None = None,
                     radgraph_b: dict | None = None, test: str = "bootstrap", resamples: int = 1000, seed: int = 0,
                     confidence: float = 0.95, names: tuple[str, str] = ("A", "B"),
                     metric_models: dict[str, str] | None = None, device: str | None = None) -> dict[str, Any]:
-    """Score both systems and test every metric's difference B - A."""
+    """Score both systems and test every metric's difference B - A.
+
+    ``metrics=None`` is :data:`DEFAULT_METRICS`, with RadGraph F1 from annotations only; naming ``radgraph``
+    in ``metrics`` without annotations runs the RadGraph model on both systems.
+    """
     if test not in TESTS:
         raise ValueError(f"unknown test {test!r}; choose one of {', '.join(TESTS)}")
     records_b = align(records_a, records_b, *names)
     shared = resolve_labeler(labeler, labeler_options)
-    models = {"metric_models": metric_models, "device": device}
+    models = {"metric_models": metric_models, "device": device, "radgraph_model": metrics is not None}
+    metrics = DEFAULT_METRICS if metrics is None else metrics
     a = score_records(records_a, clean, metrics, shared, radgraph=radgraph_a, resamples=0, **models)
     b = score_records(records_b, clean, metrics, shared, radgraph=radgraph_b, resamples=0, **models)
     if test == "bootstrap":
@@ -85,7 +90,7 @@ def compare_records(records_a: list[dict[str, str]], records_b: list[dict[str, s
     }
 
 
-def compare_files(path_a: Path, path_b: Path, clean: str = "none", metrics: str | Iterable[str] | None = DEFAULT_METRICS,
+def compare_files(path_a: Path, path_b: Path, clean: str = "none", metrics: str | Iterable[str] | None = None,
                   labeler: Any = "rules", *, radgraph_a: Path | None = None, radgraph_b: Path | None = None,
                   **options: Any) -> dict[str, Any]:
     """:func:`compare_records` on two predictions JSONL files."""

@@ -1,7 +1,7 @@
 """The model-based report metrics of current papers and the ReXrank leaderboard, computed by RadEval.
 
-``s2d-align evaluate --metrics ...,bertscore,semb`` adds, per report and as
-the mean over reports (with bootstrap intervals like every per-report metric):
+``s2d-align evaluate --metrics ...,NAME`` adds, per report and as the mean over
+reports (with bootstrap intervals like every per-report metric), for NAME in:
 
 - ``bertscore`` -- BERTScore F1 (Zhang et al., ICLR 2020) as ReXrank and
   RadCliQ-v1 (Yu et al., Patterns 2023; rajpurkarlab/CXR-Report-Metric)
@@ -13,47 +13,99 @@ the mean over reports (with bootstrap intervals like every per-report metric):
   (``radeval.metrics.f1chexbert``, ``StanfordAIMI/RRG_scorers/chexbert.pth``
   on bert-base-uncased) and the cosine of
   ``radeval.metrics.RadCliQv1.semb_score``.
+- ``radgraph`` (when no RadGraph annotations are given) -- RG_E, RG_ER,
+  RG_ER-bar by RadEval's ``F1RadGraph`` (reward levels simple / partial /
+  complete) on both sides annotated by RadEval's vendored RadGraph model
+  (default ``radgraph-xl``, as RadEval's own ``radgraph`` metric).
+- ``radcliq`` -- RadCliQ-v1 by RadEval's ``CompositeMetric``: per report
+  (``radcliq_v1``, lower is better) and ``radcliq_v1_inverse`` =
+  1 / mean RadCliQ-v1, which is what RadEval returns as its aggregate
+  ``radcliq_v1`` and ReXrank prints as "1/RadCliQ-v1".
+- ``ratescore`` -- RaTEScore (Zhao et al., EMNLP 2024) by RadEval's
+  ``RaTEScore`` (RaTE-NER-Deberta entities, BioLORD-2023-C embeddings).
+- ``green`` -- GREEN (Ostmeier et al., 2024) by RadEval's ``GREEN`` with
+  ``StanfordAIMI/GREEN-radllama2-7b``; a GPU is required.
 
 We call RadEval's own classes rather than re-implementing them; the parity
 tests compare our numbers with RadEval's functions on the same (tiny, random)
 models. Models come from the Hugging Face hub by default (cached as the hub
 caches them, so ``HF_HUB_OFFLINE=1`` works on a filled cache) or from a local
-folder given as ``--metric-model NAME=PATH``:
+folder given as ``--metric-model NAME=PATH`` (:data:`LOCAL_LAYOUT`).
 
-- ``bertscore=DIR``: a transformers encoder folder (``config.json``,
-  weights, tokenizer); the baseline file is bert-score's for the folder's
-  name (so name a local copy of distilroberta-base ``distilroberta-base``).
-- ``semb=DIR``: ``config.json`` and tokenizer files of bert-base-uncased and
-  the ``chexbert.pth`` checkpoint, in one folder.
-
-Everything a metric needs is checked by :func:`check` before any scoring
-starts: an unknown name, the ``metrics`` extra missing, a folder missing its
-files, a model too shallow for BERTScore's layer. The names ``radcliq``,
-``ratescore`` and ``green`` are recognised but not computed in this version:
-asking for them is an error that says so (and ``radgraph`` still needs
-annotations; RadGraph F1 by model is not wired either).
+Everything a metric needs is checked by :func:`check` before any work
+starts: an unknown name, a missing dependency, a folder missing its files, a
+model too shallow for BERTScore's layer, GREEN without a GPU. Then
+:func:`load` builds every model -- a checkpoint that does not fit its config
+fails there -- and only then does scoring begin.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import hashlib
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from s2d_align.evaluation.bootstrap import SampleStatistic, mean_of
+
 EXTRA = "metrics"
-MODEL_METRICS = ("bertscore", "semb")
-"""Model-based metrics this version computes (they need ``pip install 's2d-align[metrics]'``)."""
-NOT_WIRED = ("radcliq", "ratescore", "green")
-"""Recognised names of the field's other model metrics that this version does not compute yet."""
+MODEL_METRICS = ("bertscore", "semb", "radgraph", "radcliq", "ratescore", "green")
+"""Model-based metrics (they need ``pip install 's2d-align[metrics]'``; ``radgraph`` only without annotations)."""
+KEYS = {
+    "bertscore": ("bertscore",),
+    "semb": ("semb",),
+    "radgraph": ("rg_e", "rg_er", "rg_er_bar"),
+    "radcliq": ("radcliq_v1", "radcliq_v1_inverse"),
+    "ratescore": ("ratescore",),
+    "green": ("green",),
+}
+"""The keys each metric writes into ``metrics.json``."""
 
 BERTSCORE_MODEL = "distilroberta-base"
 BERTSCORE_LAYER = 5
 SEMB_REPO = "StanfordAIMI/RRG_scorers"
 SEMB_BACKBONE = "bert-base-uncased"
+RADGRAPH_MODEL = "radgraph-xl"
+RADGRAPH_TYPES = ("radgraph", "radgraph-xl", "modern-radgraph-xl")
+RATESCORE_MODELS = ("Angelakeke/RaTE-NER-Deberta", "FremyCompany/BioLORD-2023-C")
+GREEN_MODEL = "StanfordAIMI/GREEN-radllama2-7b"
 BATCH_SIZE = 64
+
+LOCAL_LAYOUT = {
+    "bertscore": "a transformers encoder folder named after the hub model it copies (distilroberta-base), "
+                 "whose name selects bert-score's rescaling baseline",
+    "semb": "config.json and tokenizer files of bert-base-uncased, and chexbert.pth",
+    "radgraph": "an extracted RadGraph archive (config.json, vocabulary/, weights.th) named after its model type "
+                f"({', '.join(RADGRAPH_TYPES)}); or one of those names for the hub archive",
+    "radcliq": "radgraph/ (the RadGraph v1 archive, extracted), chexbert/ (as for semb) and distilroberta-base/",
+    "ratescore": "RaTE-NER-Deberta/ and BioLORD-2023-C/, transformers folders",
+    "green": "a transformers causal-LM folder",
+}
+"""What ``--metric-model NAME=DIR`` must hold."""
+_FILES = {
+    "bertscore": ("config.json",),
+    "semb": ("config.json", "chexbert.pth"),
+    "radgraph": ("config.json", "weights.th", "vocabulary"),
+    "radcliq": ("radgraph/config.json", "radgraph/weights.th", "radgraph/vocabulary", "chexbert/config.json",
+                "chexbert/chexbert.pth", "distilroberta-base/config.json"),
+    "ratescore": ("RaTE-NER-Deberta/config.json", "BioLORD-2023-C/config.json"),
+    "green": ("config.json",),
+}
+_IMPORTS = {
+    "bertscore": "radeval.metrics.bertscore._vendor",
+    "semb": "radeval.metrics.f1chexbert",
+    "radgraph": "radeval.metrics.radgraph",
+    "radcliq": "radeval.metrics.RadCliQv1.radcliq",
+    "ratescore": "radeval.metrics.RaTEScore.scorer",
+    "green": "radeval.metrics.green_score.green",
+}
 
 
 class MetricSetupError(ValueError):
@@ -62,16 +114,25 @@ class MetricSetupError(ValueError):
 
 @dataclass(frozen=True)
 class ModelScore:
-    """One model metric on a test set: the per-report values, the mean, and how they were computed."""
+    """One model metric on a test set: per-report values, the numbers they give, and how they were computed."""
 
-    key: str
-    per_report: np.ndarray  # (N,)
+    name: str
+    per_report: dict[str, np.ndarray]  # key -> (N,); each key's score is the mean over reports
     convention: str
-    version: str
+    inverses: dict[str, str] = field(default_factory=dict)  # key -> the per-report key whose 1 / mean it is
 
-    @property
-    def score(self) -> float:
-        return float(self.per_report.mean())
+    def statistics(self) -> dict[str, SampleStatistic]:
+        out = {key: mean_of(values) for key, values in self.per_report.items()}
+        for key, of in self.inverses.items():
+            out[key] = SampleStatistic(out[of].values, lambda sums, n: n / sums[..., 0])
+        return out
+
+    def scores(self) -> dict[str, float]:
+        return {key: statistic.full() for key, statistic in self.statistics().items()}
+
+
+Scorer = Callable[[list[str], list[str]], ModelScore]
+"""A loaded metric: ``scorer(references, predictions)``."""
 
 
 def parse_metric_models(items: Iterable[str] | None) -> dict[str, str]:
@@ -90,14 +151,39 @@ def parse_metric_models(items: Iterable[str] | None) -> dict[str, str]:
     return out
 
 
+class _RadEvalAlias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Answers ``import RadEval.x`` with the installed ``radeval.x`` module itself.
+
+    RadEval 2.2.1's vendored RadGraph (``radeval/metrics/radgraph/_vendor``)
+    imports itself as ``RadEval.metrics...``, the name of the source folder in
+    RadEval's repository; the wheel installs the package as ``radeval``, so on
+    a case-sensitive file system those imports fail. Aliasing to the same
+    module objects (not a second copy) keeps AllenNLP's registries single.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "RadEval" or name.startswith("RadEval."):
+            return importlib.util.spec_from_loader(name, self)
+        return None
+
+    def create_module(self, spec):
+        return importlib.import_module("radeval" + spec.name[len("RadEval"):])
+
+    def exec_module(self, module):
+        pass
+
+
 @contextlib.contextmanager
 def _quiet_radeval_import() -> Iterator[None]:
-    """Import RadEval without its import-time ``nltk.download("punkt_tab")``.
+    """Import RadEval without its import-time ``nltk.download("punkt_tab")``, and with :class:`_RadEvalAlias`.
 
     ``radeval/utils.py`` downloads NLTK's sentence splitter when the package is
     imported; none of the metrics here uses it, and offline the call only
     prints an error. We make that one call a no-op while importing.
     """
+    if not any(isinstance(finder, _RadEvalAlias) for finder in sys.meta_path):
+        # first, before the path finder would load the files a second time under the RadEval.* names
+        sys.meta_path.insert(0, _RadEvalAlias())
     try:
         import nltk
     except ImportError:
@@ -112,18 +198,22 @@ def _quiet_radeval_import() -> Iterator[None]:
 
 
 def _require_radeval(names: Iterable[str]) -> str:
-    try:
-        with _quiet_radeval_import():
-            import radeval  # noqa: F401
-            from radeval.metrics.bertscore._vendor import BERTScorer  # noqa: F401
-            from radeval.metrics.f1chexbert import F1CheXbert  # noqa: F401
-    except ImportError as err:
-        raise MetricSetupError(
-            f"metric(s) {', '.join(names)} need the '{EXTRA}' extra: pip install 's2d-align[{EXTRA}]' "
-            f"({type(err).__name__}: {err})") from None
-    from importlib.metadata import version
-
-    return version("radeval")
+    """Import what each metric runs; the error names the metrics that cannot, and what to install."""
+    missing: dict[str, str] = {}
+    for name in names:
+        try:
+            with _quiet_radeval_import():
+                importlib.import_module("radeval")
+                importlib.import_module(_IMPORTS[name])
+        except ImportError as err:
+            missing[name] = f"{type(err).__name__}: {err}"
+    if missing:
+        how = f"pip install 's2d-align[{EXTRA}]'"
+        if "ratescore" in missing:
+            how += " and pip install --no-deps medspacy==1.3.1 (for ratescore)"
+        raise MetricSetupError(f"metric(s) {', '.join(missing)} need the '{EXTRA}' extra: {how} "
+                               f"({'; '.join(dict.fromkeys(missing.values()))})") from None
+    return _radeval_version()
 
 
 def _local(value: str) -> Path | None:
@@ -137,25 +227,44 @@ def _local(value: str) -> Path | None:
 def _check_folder(name: str, folder: Path, files: tuple[str, ...]) -> None:
     if not folder.is_dir():
         raise MetricSetupError(f"--metric-model {name}={folder}: no such folder")
-    missing = [f for f in files if not (folder / f).is_file()]
+    missing = [f for f in files if not (folder / f).exists()]
     if missing:
-        raise MetricSetupError(f"--metric-model {name}={folder}: missing {', '.join(missing)}")
+        raise MetricSetupError(f"--metric-model {name}={folder}: missing {', '.join(missing)} "
+                               f"(it must hold {LOCAL_LAYOUT[name]})")
 
 
-def _layers(config_dir_or_id: str) -> int:
+def _layers(name: str, config_dir_or_id: str) -> int:
     from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(config_dir_or_id)
     except (OSError, ValueError) as err:
-        raise MetricSetupError(f"bertscore model {config_dir_or_id!r} cannot be loaded: {err}") from None
+        raise MetricSetupError(f"{name}: BERTScore model {config_dir_or_id!r} cannot be loaded: {err}") from None
     for attribute in ("num_hidden_layers", "n_layers", "num_layers"):
         if hasattr(config, attribute):
             return int(getattr(config, attribute))
-    raise MetricSetupError(f"bertscore model {config_dir_or_id!r}: its config gives no layer count")
+    raise MetricSetupError(f"{name}: BERTScore model {config_dir_or_id!r}: its config gives no layer count")
 
 
-def check(names: Iterable[str], models: dict[str, str] | None = None) -> str:
+def _check_bertscore_model(name: str, model: str) -> None:
+    layers = _layers(name, model)
+    if layers < BERTSCORE_LAYER:
+        raise MetricSetupError(f"{name}: BERTScore model {model!r} has {layers} layer(s); "
+                               f"BERTScore reads layer {BERTSCORE_LAYER}")
+
+
+def _check_gpu(device: str | None) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise MetricSetupError("green: GREEN needs a GPU (CUDA), and this machine has none; RadEval runs its 7B "
+                               f"judge ({GREEN_MODEL}) in float16 on cuda:0 and we do not run it on a CPU")
+    if device is not None and device not in ("cuda", "cuda:0"):
+        raise MetricSetupError(f"green: GREEN needs a GPU and runs on cuda:0 (RadEval's GREEN places it there); "
+                               f"--metric-device {device} cannot be honoured: choose the GPU with CUDA_VISIBLE_DEVICES")
+
+
+def check(names: Iterable[str], models: dict[str, str] | None = None, device: str | None = None) -> str:
     """Fail now, before any work, if a requested model metric cannot run; returns RadEval's version."""
     names = tuple(names)
     models = dict(models or {})
@@ -164,28 +273,34 @@ def check(names: Iterable[str], models: dict[str, str] | None = None) -> str:
         raise MetricSetupError(f"--metric-model given for {', '.join(unused)}, which is not among --metrics")
     if not names:
         return ""
+    if "green" in names:
+        _check_gpu(device)
     version = _require_radeval(names)
+    for name in names:
+        value = models.get(name)
+        folder = _local(value) if value else None
+        if folder is not None:
+            _check_folder(name, folder, _FILES[name])
+        elif value is not None and name in ("semb", "radcliq", "ratescore"):
+            raise MetricSetupError(f"--metric-model {name}={value}: give a local folder holding {LOCAL_LAYOUT[name]}; "
+                                   f"without --metric-model {name} its models come from the hub")
     if "bertscore" in names:
         model = models.get("bertscore", BERTSCORE_MODEL)
         folder = _local(model)
-        if folder is not None:
-            _check_folder("bertscore", folder, ("config.json",))
-            baseline = _baseline_path(folder.name)
-            if baseline is None:
-                raise MetricSetupError(
-                    f"--metric-model bertscore={folder}: bert-score has no rescaling baseline for a model named "
-                    f"{folder.name!r}; name the folder after the hub model it copies (e.g. {BERTSCORE_MODEL})")
-        layers = _layers(str(folder) if folder is not None else model)
-        if layers < BERTSCORE_LAYER:
+        if folder is not None and _baseline_path(folder.name) is None:
             raise MetricSetupError(
-                f"bertscore model {model!r} has {layers} layer(s); BERTScore reads layer {BERTSCORE_LAYER}")
-    if "semb" in names and "semb" in models:
-        folder = _local(models["semb"])
-        if folder is None:
-            raise MetricSetupError(
-                f"--metric-model semb={models['semb']}: give a local folder (config.json, tokenizer files and "
-                f"chexbert.pth); without it SembScore uses {SEMB_REPO}/chexbert.pth from the hub")
-        _check_folder("semb", folder, ("config.json", "chexbert.pth"))
+                f"--metric-model bertscore={folder}: bert-score has no rescaling baseline for a model named "
+                f"{folder.name!r}; name the folder after the hub model it copies (e.g. {BERTSCORE_MODEL})")
+        _check_bertscore_model("bertscore", model)
+    if "radcliq" in names:
+        folder = _local(models["radcliq"]) if "radcliq" in models else None
+        _check_bertscore_model("radcliq", str(folder / BERTSCORE_MODEL) if folder else BERTSCORE_MODEL)
+    if "radgraph" in names:
+        value = models.get("radgraph", RADGRAPH_MODEL)
+        kind = _local(value).name if _local(value) else value
+        if kind not in RADGRAPH_TYPES:
+            raise MetricSetupError(f"--metric-model radgraph={value}: RadGraph model types are "
+                                   f"{', '.join(RADGRAPH_TYPES)}; a local folder is named after its type")
     return version
 
 
@@ -204,26 +319,60 @@ def _device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def bertscore(references: list[str], predictions: list[str], model: str = BERTSCORE_MODEL,
-              device: str | None = None) -> ModelScore:
-    """Per-report BERTScore F1 (ReXrank's setting: layer 5, no idf, baseline-rescaled)."""
+def _cuda_index(device: str) -> int:
+    """RadGraph's ``cuda`` argument: -1 for the CPU, else the GPU's index."""
+    if not device.startswith("cuda"):
+        return -1
+    return int(device.partition(":")[2] or 0)
+
+
+@contextlib.contextmanager
+def _replaced(owner: object, **attributes: object) -> Iterator[None]:
+    """``owner``'s attributes replaced for a moment: how we hand RadEval's classes the models we loaded."""
+    saved = {name: getattr(owner, name) for name in attributes}
+    for name, value in attributes.items():
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(owner, name, value)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------- the scorers
+
+
+def _bertscore_scorer(model: str | None, device: str) -> Scorer:
     with _quiet_radeval_import():
         from radeval.metrics.bertscore._vendor import BERTScorer
 
+    model = model or BERTSCORE_MODEL
     folder = _local(model)
     name = folder.name if folder is not None else model
     baseline = _baseline_path(name)
     scorer = BERTScorer(model_type=str(folder) if folder is not None else model, num_layers=BERTSCORE_LAYER,
                         batch_size=BATCH_SIZE, idf=False, lang="en", rescale_with_baseline=True,
-                        baseline_path=str(baseline) if baseline else None, device=_device(device))
-    values = []
-    for start in range(0, len(references), BATCH_SIZE):
-        _, _, f1 = scorer.score(cands=predictions[start:start + BATCH_SIZE], refs=references[start:start + BATCH_SIZE],
-                                batch_size=BATCH_SIZE)
-        values.append(f1.double().numpy())
+                        baseline_path=str(baseline) if baseline else None, device=device)
     convention = (f"RadEval {_radeval_version()} vendored bert_score: model {model}, layer {BERTSCORE_LAYER}, "
                   f"idf off, rescaled with bert-score's en baseline for {name}, F1 per report, mean over reports")
-    return ModelScore("bertscore", np.concatenate(values) if values else np.zeros(0), convention, _radeval_version())
+
+    def run(references: list[str], predictions: list[str]) -> ModelScore:
+        values = []
+        for start in range(0, len(references), BATCH_SIZE):
+            _, _, f1 = scorer.score(cands=predictions[start:start + BATCH_SIZE],
+                                    refs=references[start:start + BATCH_SIZE], batch_size=BATCH_SIZE)
+            values.append(f1.double().numpy())
+        return ModelScore("bertscore", {"bertscore": np.concatenate(values) if values else np.zeros(0)}, convention)
+
+    return run
 
 
 def _chexbert_evaluator(folder: Path | None, device: str):
@@ -252,49 +401,202 @@ def _chexbert_evaluator(folder: Path | None, device: str):
     return evaluator
 
 
+def _chexbert_source(folder: Path | None) -> str:
+    return str(folder) if folder is not None else f"{SEMB_REPO}/chexbert.pth on {SEMB_BACKBONE}"
+
+
+def _semb_scorer(model: str | None, device: str) -> Scorer:
+    folder = _local(model) if model else None
+    evaluator = _chexbert_evaluator(folder, device)
+    convention = (f"RadEval {_radeval_version()} CheXbert ({_chexbert_source(folder)}): cosine of the [CLS] "
+                  "embeddings of reference and prediction per report (RadCliQ-v1's s_emb), mean over reports")
+
+    def run(references: list[str], predictions: list[str]) -> ModelScore:
+        distinct = list(dict.fromkeys([*references, *predictions]))
+        embeddings = dict(zip(distinct, evaluator.get_embeddings(distinct)))
+        gt = np.vstack([embeddings[t] for t in references])
+        pred = np.vstack([embeddings[t] for t in predictions])
+        dot = np.einsum("nd,nd->n", gt, pred)
+        norms = np.linalg.norm(gt, axis=1) * np.linalg.norm(pred, axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = np.where(norms > 0, dot / norms, 0.0)
+        return ModelScore("semb", {"semb": values.astype(float)}, convention)
+
+    return run
+
+
+def _radgraph_source(value: str) -> tuple[dict[str, str], str, Path]:
+    """RadGraph's arguments for a model type (the hub archive) or an extracted folder; its name; its weights."""
+    from radeval.metrics.radgraph._vendor.core import CACHE_DIR
+
+    folder = _local(value)
+    if folder is None:
+        return {"model_type": value}, f"{value} ({SEMB_REPO}/{value}.tar.gz)", Path(CACHE_DIR) / value / "weights.th"
+    return {"model_type": folder.name, "model_cache_dir": str(folder.parent)}, str(folder), folder / "weights.th"
+
+
+def _radgraph_model(value: str, device: str):
+    """RadEval's vendored RadGraph model: the hub archive of a model type, or an extracted archive folder."""
+    with _quiet_radeval_import():
+        from radeval.metrics.radgraph import RadGraph
+
+    kwargs, source, weights = _radgraph_source(value)
+    return RadGraph(cuda=_cuda_index(device), **kwargs), f"{source}, weights.th sha256:{_sha256(weights)}"
+
+
+def _radgraph_scorer(model: str | None, device: str) -> Scorer:
+    with _quiet_radeval_import():
+        from radeval.metrics.radgraph import F1RadGraph
+
+    kwargs, source, weights = _radgraph_source(model or RADGRAPH_MODEL)
+    scorer = F1RadGraph(reward_level="all", cuda=_cuda_index(device), **kwargs)
+    convention = (f"RadEval {_radeval_version()} F1RadGraph (vendored radgraph 0.1.18), reward levels simple / "
+                  "partial / complete = RG_E / RG_ER / RG_ER-bar, both sides annotated by the RadGraph model "
+                  f"{source}, weights.th sha256:{_sha256(weights)}; per-report F1 (0 when either report is empty "
+                  "or has no entity), mean over reports")
+
+    def run(references: list[str], predictions: list[str]) -> ModelScore:
+        _, rewards, _, _ = scorer(refs=references, hyps=predictions)
+        return ModelScore("radgraph", {k: np.asarray(v, dtype=float) for k, v in zip(KEYS["radgraph"], rewards)},
+                          convention)
+
+    return run
+
+
+def _radcliq_scorer(model: str | None, device: str) -> Scorer:
+    """RadEval's ``CompositeMetric``, handed the RadGraph v1, CheXbert and distilroberta-base we load."""
+    with _quiet_radeval_import():
+        from radeval.metrics.bertscore import _vendor
+        from radeval.metrics.RadCliQv1 import radcliq
+
+    folder = _local(model) if model else None
+    graph, graph_source = _radgraph_model(str(folder / "radgraph") if folder else "radgraph", device)
+    chexbert = _chexbert_evaluator(folder / "chexbert" if folder else None, device)
+    bert = str(folder / BERTSCORE_MODEL) if folder else BERTSCORE_MODEL
+    baseline = str(_baseline_path(BERTSCORE_MODEL))
+    bert_scorer_class = _vendor.BERTScorer
+
+    def bert_scorer(**settings):  # RadEval's settings (idf from the references, layer 5, rescaled); our model, device
+        return bert_scorer_class(**{**settings, "model_type": bert, "baseline_path": baseline, "device": device})
+
+    with _replaced(radcliq, RadGraph=lambda model_type: graph, F1CheXbert=lambda device: chexbert):
+        metric = radcliq.CompositeMetric()
+    convention = (f"RadEval {_radeval_version()} CompositeMetric (RadCliQ-v1, rajpurkarlab/CXR-Report-Metric): "
+                  "its StandardScaler and linear weights over RadGraph (entity F1 + relation F1) / 2 by the "
+                  f"RadGraph model {graph_source}; BERTScore F1 of {bert}, layer {BERTSCORE_LAYER}, idf from this "
+                  f"test set's references, baseline-rescaled; SembScore by CheXbert ({_chexbert_source(folder and folder / 'chexbert')}); "
+                  "BLEU-2. radcliq_v1: per report (lower is better), mean over reports; radcliq_v1_inverse: "
+                  "1 / that mean (RadEval's aggregate 'radcliq_v1', ReXrank's '1/RadCliQ-v1')")
+
+    def run(references: list[str], predictions: list[str]) -> ModelScore:
+        with _replaced(_vendor, BERTScorer=bert_scorer):
+            _, per_report = metric.predict(references, predictions)
+        return ModelScore("radcliq", {"radcliq_v1": np.asarray(per_report, dtype=float)}, convention,
+                          {"radcliq_v1_inverse": "radcliq_v1"})
+
+    return run
+
+
+def _ratescore_scorer(model: str | None, device: str) -> Scorer:
+    import torch
+
+    with _quiet_radeval_import():
+        from radeval.metrics.RaTEScore.scorer import RaTEScore
+
+    folder = _local(model) if model else None
+    ner, embedder = (str(folder / m.split("/")[-1]) for m in RATESCORE_MODELS) if folder else RATESCORE_MODELS
+    scorer = RaTEScore(bert_model=ner, eval_model=embedder, use_gpu=device.startswith("cuda"))
+    scorer.device = torch.device(device)  # RaTEScore knows only "cuda" or "cpu"
+    scorer.model.to(scorer.device)
+    scorer.eval_model.to(scorer.device)
+    convention = (f"RadEval {_radeval_version()} RaTEScore: entities by {ner} (sentences split by medspaCy's "
+                  f"PyRuSH, batch 1), their [CLS] embeddings by {embedder}, the 'long' affinity matrix; per report "
+                  "the F1 of RaTEScore's weighted precision and recall (0.5 when either side has no entity), "
+                  "mean over reports")
+
+    def run(references: list[str], predictions: list[str]) -> ModelScore:
+        values, _, _ = scorer.compute_score(candidate_list=predictions, reference_list=references)
+        return ModelScore("ratescore", {"ratescore": np.asarray(values, dtype=float)}, convention)
+
+    return run
+
+
+def _green_scorer(model: str | None, device: str) -> Scorer:
+    with _quiet_radeval_import():
+        from radeval.metrics.green_score.green import GREEN
+
+    model = model or GREEN_MODEL
+    scorer = GREEN(model_name=str(_local(model) or model), output_dir=".", num_gpus=1)
+    convention = (f"RadEval {_radeval_version()} GREEN: {model} in float16 on cuda:0, greedy decoding, max length "
+                  f"{scorer.max_length}, batch {scorer.batch_size}; per report matched findings / (matched findings "
+                  "+ clinically significant errors), 0 when nothing matched; mean over reports")
+
+    def run(references: list[str], predictions: list[str]) -> ModelScore:
+        _, _, values, _ = scorer(references, predictions)
+        unparsed = [i for i, v in enumerate(values) if v is None]
+        if unparsed:
+            raise ValueError(f"green: GREEN could not parse its judge's answer for {len(unparsed)} report(s), "
+                             f"e.g. rows {unparsed[:10]}")
+        return ModelScore("green", {"green": np.asarray(values, dtype=float)}, convention)
+
+    return run
+
+
+_SCORERS: dict[str, Callable[[str | None, str], Scorer]] = {
+    "bertscore": _bertscore_scorer, "semb": _semb_scorer, "radgraph": _radgraph_scorer,
+    "radcliq": _radcliq_scorer, "ratescore": _ratescore_scorer, "green": _green_scorer,
+}
+
+
+def load(names: Iterable[str], models: dict[str, str] | None = None, device: str | None = None) -> dict[str, Scorer]:
+    """Every requested metric's models, loaded before any scoring (call :func:`check` first)."""
+    models = models or {}
+    device = _device(device)
+    out = {}
+    for name in names:
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # RadEval's loaders print; stdout is for our tables
+                out[name] = _SCORERS[name](models.get(name), device)
+        except MetricSetupError:
+            raise
+        except Exception as err:  # a model that cannot be loaded, whatever the library raises
+            where = f"--metric-model {name}={models[name]}" if name in models else f"{name} (its default models)"
+            raise MetricSetupError(f"{where}: the model cannot be loaded: {type(err).__name__}: "
+                                   f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}") from err
+    return out
+
+
+def run(scorers: dict[str, Scorer], references: list[str], predictions: list[str]) -> dict[str, ModelScore]:
+    """Each loaded metric on the reports."""
+    out = {}
+    for name, scorer in scorers.items():
+        with contextlib.redirect_stdout(sys.stderr):
+            out[name] = scorer(references, predictions)
+        for key, values in out[name].per_report.items():
+            if len(values) != len(references) or not np.all(np.isfinite(values)):
+                raise ValueError(f"{name}: {key} is not one finite value per report")
+    return out
+
+
+def score(names: Iterable[str], references: list[str], predictions: list[str], models: dict[str, str] | None = None,
+          device: str | None = None) -> dict[str, ModelScore]:
+    """Every requested model metric: :func:`load`, then :func:`run` (call :func:`check` first)."""
+    return run(load(names, models, device), references, predictions)
+
+
+def bertscore(references: list[str], predictions: list[str], model: str = BERTSCORE_MODEL,
+              device: str | None = None) -> ModelScore:
+    """Per-report BERTScore F1 (ReXrank's setting: layer 5, no idf, baseline-rescaled)."""
+    return _bertscore_scorer(model, _device(device))(references, predictions)
+
+
 def semb(references: list[str], predictions: list[str], model: str | None = None,
          device: str | None = None) -> ModelScore:
     """Per-report SembScore: cosine of the CheXbert embeddings, as ``semantic_embedding_scores`` computes it."""
-    folder = _local(model) if model else None
-    evaluator = _chexbert_evaluator(folder, _device(device))
-    distinct = list(dict.fromkeys([*references, *predictions]))
-    embeddings = dict(zip(distinct, evaluator.get_embeddings(distinct)))
-    gt = np.vstack([embeddings[t] for t in references])
-    pred = np.vstack([embeddings[t] for t in predictions])
-    dot = np.einsum("nd,nd->n", gt, pred)
-    norms = np.linalg.norm(gt, axis=1) * np.linalg.norm(pred, axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        values = np.where(norms > 0, dot / norms, 0.0)
-    source = str(folder) if folder is not None else f"{SEMB_REPO}/chexbert.pth on {SEMB_BACKBONE}"
-    convention = (f"RadEval {_radeval_version()} CheXbert ({source}): cosine of the [CLS] embeddings of reference "
-                  "and prediction per report (RadCliQ-v1's s_emb), mean over reports")
-    return ModelScore("semb", values.astype(float), convention, _radeval_version())
+    return _semb_scorer(model, _device(device))(references, predictions)
 
 
 def _radeval_version() -> str:
     from importlib.metadata import version
 
     return version("radeval")
-
-
-def score(names: Iterable[str], references: list[str], predictions: list[str], models: dict[str, str] | None = None,
-          device: str | None = None) -> dict[str, ModelScore]:
-    """Every requested model metric (call :func:`check` first)."""
-    models = models or {}
-    out: dict[str, ModelScore] = {}
-    for name in names:
-        if name == "bertscore":
-            out[name] = bertscore(references, predictions, models.get(name, BERTSCORE_MODEL), device)
-        elif name == "semb":
-            out[name] = semb(references, predictions, models.get(name), device)
-        else:  # pragma: no cover - check() refuses these
-            raise MetricSetupError(f"{name}: not a model metric")
-        if not np.all(np.isfinite(out[name].per_report)):
-            raise ValueError(f"{name}: non-finite per-report values")
-    return out
-
-
-def describe_not_wired(name: str) -> str:
-    return (f"{name} is one of the field's model metrics, but this version of s2d-align does not compute it yet "
-            f"(computed: {', '.join(MODEL_METRICS)})")
-

@@ -20,8 +20,10 @@ RadGraph-XL names onto the v1 names (:func:`s2d_align.data.radgraph.normalise_la
 a one-to-one renaming that leaves every score unchanged when both sides use
 the same scheme and makes v1 and XL annotations comparable.
 
-No RadGraph model runs here: the annotations must come from outside (the
-RadGraph / RadGraph-XL model run on reference and prediction elsewhere).
+The annotations come from files (the RadGraph / RadGraph-XL model run on
+reference and prediction elsewhere); RadGraph F1 by model, with RadEval's
+RadGraph and ``F1RadGraph`` annotating both sides, is in
+:mod:`s2d_align.evaluation.model_metrics`.
 """
 
 from __future__ import annotations

@@ -14,8 +14,10 @@
   CIDEr-D, METEOR and RadGraph F1 when computed, and the CheXpert labels of
   both sides) for error analysis.
 
-A metric that cannot run (METEOR without Java, RadGraph F1 without
-annotations) is listed under ``not_run`` with the reason; nothing is faked.
+A metric that cannot run (METEOR without Java, RadGraph F1 in the default
+set without annotations) is listed under ``not_run`` with the reason; nothing
+is faked. The model metrics (:mod:`s2d_align.evaluation.model_metrics`) are
+checked and loaded before any scoring starts.
 """
 
 from __future__ import annotations
@@ -43,13 +45,13 @@ from s2d_align.evaluation.radgraph_f1 import RG_KEYS, load_annotation_files, loa
 
 METRICS = ("bleu", "rouge_l", "cider", "meteor", "ce", "radgraph")
 """The default set: runs with the core dependencies alone."""
-ALL_METRICS = (*METRICS, *model_metrics.MODEL_METRICS)
-HEADLINE = (*BLEU_KEYS, "meteor", "rouge_l", "cider", "ce_precision", "ce_recall", "ce_f1", *RG_KEYS,
-            *model_metrics.MODEL_METRICS)
+ALL_METRICS = (*METRICS, *(m for m in model_metrics.MODEL_METRICS if m not in METRICS))
+MODEL_KEYS = tuple(k for name, keys in model_metrics.KEYS.items() if name != "radgraph" for k in keys)
+HEADLINE = (*BLEU_KEYS, "meteor", "rouge_l", "cider", "ce_precision", "ce_recall", "ce_f1", *RG_KEYS, *MODEL_KEYS)
 
 _NO_RADGRAPH = (
-    "no RadGraph annotations were given (see the command's --radgraph-* options); "
-    "no RadGraph model runs here, so RadGraph F1 is not computed"
+    "no RadGraph annotations were given (see the command's --radgraph-* options); the RadGraph model annotates "
+    "both sides only when radgraph is named in --metrics (the 'metrics' extra)"
 )
 _NO_METEOR_INTERVAL = (
     "the METEOR jar aggregates corpus statistics it does not return per report, so no bootstrap interval"
@@ -86,9 +88,6 @@ def parse_metrics(spec: str | Iterable[str] | None) -> tuple[str, ...]:
         return METRICS
     items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
     items = [s for s in items if s]
-    later = [s for s in items if s in model_metrics.NOT_WIRED]
-    if later:
-        raise ValueError("; ".join(model_metrics.describe_not_wired(s) for s in later))
     unknown = [s for s in items if s not in ALL_METRICS]
     if unknown or not items:
         raise ValueError(f"unknown metric(s) {unknown or items}; choose a comma-separated subset of "
@@ -110,15 +109,29 @@ def score_records(
     meteor_timeout_s: float | None = None,
     metric_models: dict[str, str] | None = None,
     device: str | None = None,
+    radgraph_model: bool | None = None,
 ) -> Evaluation:
-    """Score ``records`` (``{"id", "reference", "prediction"}``); see :func:`evaluate_records`."""
+    """Score ``records`` (``{"id", "reference", "prediction"}``); see :func:`evaluate_records`.
+
+    RadGraph F1 comes from ``radgraph`` annotations when given; otherwise the
+    RadGraph model annotates both sides when ``radgraph_model`` is true, which
+    by default it is when ``metrics`` names the metrics (the default set never
+    loads a model).
+    """
     records = list(records)
     check_records(records)
     if resamples < 0:
         raise ValueError(f"resamples must be 0 (no intervals) or more, got {resamples}")
     wanted = parse_metrics(metrics)
-    neural = tuple(m for m in wanted if m in model_metrics.MODEL_METRICS)
-    radeval_version = model_metrics.check(neural, metric_models)  # before any work: extra, models, fit
+    by_model = "radgraph" in wanted and radgraph is None and (metrics is not None if radgraph_model is None
+                                                               else radgraph_model)
+    if "radgraph" in (metric_models or {}) and not by_model:
+        raise model_metrics.MetricSetupError(
+            "--metric-model radgraph is for RadGraph F1 by model: give it with --metrics ...,radgraph and no "
+            "RadGraph annotations")
+    neural = tuple(m for m in model_metrics.MODEL_METRICS if m in wanted and (m != "radgraph" or by_model))
+    radeval_version = model_metrics.check(neural, metric_models, device)  # before any work: extra, models, GPU
+    scorers = model_metrics.load(neural, metric_models, device)  # every model built (and fitted) before scoring
     clean_text = cleaner(clean)
     ids = [r["id"] for r in records]
     references = [clean_text(r["reference"]) for r in records]
@@ -139,17 +152,16 @@ def score_records(
         labels = _label_both(labeler, references, predictions)
         details["ce"] = {"labeler": labeler_version, **_clinical(labels, scores, statistics)}
 
-    if "radgraph" in wanted:
-        if radgraph is None:
-            not_run["radgraph"] = _NO_RADGRAPH
-        else:
-            _radgraph(ids, radgraph, scores, statistics, per_report)
+    if "radgraph" in wanted and radgraph is not None:
+        _radgraph(ids, radgraph, scores, statistics, per_report)
+    elif "radgraph" in wanted and not by_model:
+        not_run["radgraph"] = _NO_RADGRAPH
 
     conventions = {k: v for k, v in CONVENTIONS.items() if k in wanted or k in ("tokenisation", "intervals")}
-    for name, result in model_metrics.score(neural, references, predictions, metric_models, device).items():
-        scores[name] = result.score
-        statistics[name] = mean_of(result.per_report)
-        per_report[name] = result.per_report
+    for name, result in model_metrics.run(scorers, references, predictions).items():
+        scores.update(result.scores())
+        statistics.update(result.statistics())
+        per_report.update(result.per_report)
         conventions[name] = result.convention
 
     metrics_out: dict[str, Any] = {key: scores[key] for key in HEADLINE if key in scores}
@@ -239,7 +251,8 @@ _COLUMNS = (
     ("B@1", "bleu1"), ("B@2", "bleu2"), ("B@3", "bleu3"), ("B@4", "bleu4"), ("MTR", "meteor"),
     ("R-L", "rouge_l"), ("CIDEr", "cider"), ("CE-P", "ce_precision"), ("CE-R", "ce_recall"),
     ("CE-F1", "ce_f1"), ("RG_E", "rg_e"), ("RG_ER", "rg_er"), ("RG_ER-bar", "rg_er_bar"),
-    ("BERTScore", "bertscore"), ("SembScore", "semb"),
+    ("BERTScore", "bertscore"), ("SembScore", "semb"), ("RadCliQ-v1", "radcliq_v1"),
+    ("1/RadCliQ-v1", "radcliq_v1_inverse"), ("RaTEScore", "ratescore"), ("GREEN", "green"),
 )
 
 
@@ -372,8 +385,7 @@ def _snake(name: str) -> str:
 
 
 def _sample_rows(ids: list[str], per_report: dict[str, np.ndarray], labels: tuple[list, list] | None) -> list[dict]:
-    order = [k for k in ("bleu4", "rouge_l", "cider", "meteor", *RG_KEYS, *model_metrics.MODEL_METRICS)
-             if k in per_report]
+    order = [k for k in ("bleu4", "rouge_l", "cider", "meteor", *RG_KEYS, *MODEL_KEYS) if k in per_report]
     rows = []
     for i, record_id in enumerate(ids):
         row: dict[str, Any] = {"id": record_id}
