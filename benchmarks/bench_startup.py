@@ -3,8 +3,9 @@
 Writes ``--distinct`` different 2544 x 3056 JPEGs and hard-links them to
 ``--images`` paths (one image per study, so the disk holds little), builds tiny
 base models, and runs the real ``train`` until its first step (the step itself
-is cut off): cold (no ``image_checks.json`` in the run folder) and warm (the
-resume case). "Before" is the check ``train`` used to run: a serial full
+is cut off): cold (no ``image_checks.json`` or ``report_tokens.json`` in the
+run folder) and warm (the resume case; ``--profile N`` breaks a further warm
+start down by function). "Before" is the check ``train`` used to run: a serial full
 decode of every image on the main process, timed on ``--before-sample`` images
 and extrapolated to the manifest (say so when quoting it).
 
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--level", default="header", choices=["none", "header", "full"])
     parser.add_argument("--before-sample", type=int, default=100)
     parser.add_argument("--warm-only", action="store_true", help="keep the run folder's cache and time the warm start only")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="profile the last warm start with cProfile and print its N costliest calls (cumulative)")
     args = parser.parse_args(argv)
     from s2d_align.config import load_config
     from s2d_align.data.images import find_unreadable
@@ -133,6 +136,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"after, cold (no cache):   {cold:8.1f} s to the first step", flush=True)
     warm = time_to_first_step(config, out)
     print(f"after, warm (cache):      {warm:8.1f} s to the first step", flush=True)
+    if args.profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        again = time_to_first_step(config, out)
+        profiler.disable()
+        print(f"after, warm, profiled:    {again:8.1f} s to the first step (profiling adds its own cost)")
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.profile)
 
 
 if __name__ == "__main__":

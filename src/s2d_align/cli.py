@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="which of the paper's tables to run: the curricula (3), the connectors (4) or both")
     experiment.add_argument("--seeds", type=int, default=3, help="training seeds per cell (default 3)")
     experiment.add_argument("--out", required=True, help="grid folder (rerun to resume)")
-    experiment.add_argument("--studies", type=int, default=1500, help="phantom studies shared by all cells (default 1500)")
+    experiment.add_argument("--studies", type=int, default=1000, help="phantom studies shared by all cells (default 1000: the 3-seed grid of docs/experiments.md)")
     experiment.add_argument("--epoch-scale", type=float, default=0.4,
                             help="each stage trains the recipe's epochs times this (default 0.4)")
     experiment.add_argument("--cells", default="", help="comma-separated subset of the grid's cells (default: all)")

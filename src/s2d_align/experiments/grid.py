@@ -58,7 +58,7 @@ CONTROLS = {
 class GridSettings:
     grid: str = "all"
     seeds: int = 3
-    studies: int = 1500
+    studies: int = 1000
     epoch_scale: float = 0.4
     overrides: tuple[str, ...] = ()
     cells: tuple[str, ...] = ()  # a subset of the grid's cells (empty: all of them)
