@@ -86,6 +86,20 @@ def test_another_config_cannot_reuse_the_run_folder(trained, tiny_world):
         train(tiny_world.config("train.seed=7"), out)
 
 
+def test_a_run_folder_of_an_older_version_with_remote_code_keys_still_resumes(trained, tmp_path):
+    import yaml
+
+    config, out, results = trained
+    older = tmp_path / "older"
+    shutil.copytree(out, older)
+    raw = yaml.safe_load((older / "config.yaml").read_text())
+    raw["model"]["vision"]["trust_remote_code"] = True  # what runs of earlier versions wrote
+    raw["model"]["text"]["trust_remote_code"] = True
+    (older / "config.yaml").write_text(yaml.safe_dump(raw))
+    again = train(config, older)  # the keys are dropped, never obeyed; the finished stages are kept
+    assert [r.best_val_loss for r in again] == [r.best_val_loss for r in results]
+
+
 @pytest.mark.parametrize("where", ["epoch end", "mid-epoch"])
 def test_interrupted_training_resumes_to_the_same_weights(tiny_world, tmp_path, monkeypatch, where):
     # Dropout on, so that the random state must resume exactly too.

@@ -365,7 +365,7 @@ def _check_run_folder(config: Config, out: Path) -> None:
     path = out / "config.yaml"
     if not path.is_file():
         return
-    previous = load_config(path)
+    previous = load_config(path, saved=True)  # written by a train (perhaps an older version): its remote-code keys are dropped
     keys = differing_keys(previous, config)
     if keys:
         flat_old, flat_new = _flat(previous), _flat(config)
