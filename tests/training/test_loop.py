@@ -75,7 +75,8 @@ def test_a_finished_run_is_not_retrained_nor_its_reports_counted_again(trained, 
     capsys.readouterr()
     again = train(config, out)
     # the tiny world's 16 training studies (8 patients x 2)
-    assert "report tokens: 16 training reports, 16 remembered (report_tokens.json), 0 counted" in capsys.readouterr().out
+    assert "report tokens: 16 training reports; 0 distinct texts counted now, the rest remembered (report_tokens.json)" \
+        in capsys.readouterr().out
     assert [r.best_val_loss for r in again] == [r.best_val_loss for r in results]
     assert all(torch.equal(before[k], v) for k, v in _connector(out / "checkpoints" / "s3").items())
 

@@ -50,7 +50,7 @@ def count_tokens(tokenizer, texts: Sequence[str]) -> list[int]:
 
 
 def report_token_counts(tokenizer, texts: Sequence[str], cache: Path | None = None, write: bool = True) -> tuple[list[int], int]:
-    """Token counts of ``texts`` (as :func:`count_tokens`) and how many were counted now rather than remembered.
+    """Token counts of ``texts`` (as :func:`count_tokens`) and how many distinct texts were counted now, not remembered.
 
     With ``cache``, counts stored there under the same tokenizer fingerprint
     are reused and the file is updated (when ``write``; the main process

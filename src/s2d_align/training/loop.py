@@ -88,8 +88,8 @@ def train(config: Config, out: Path, trust_remote_code: bool = False) -> list[St
     _claim_run_folder(config, out)
     counts, counted = report_token_counts(built.tokenizers.llm, [s.findings for s in train_studies],
                                           out / REPORT_TOKENS_FILE, write=accelerator.is_main_process)
-    accelerator.print(f"report tokens: {len(counts)} training reports, {len(counts) - counted} remembered "
-                      f"({REPORT_TOKENS_FILE}), {counted} counted")
+    accelerator.print(f"report tokens: {len(counts)} training reports; {counted} distinct texts counted now, "
+                      f"the rest remembered ({REPORT_TOKENS_FILE})")
     budget = config.data.max_report_tokens - 1
     cut = sum(n > budget for n in counts)
     if cut:
