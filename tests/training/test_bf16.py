@@ -7,6 +7,7 @@ for why the real-shaped CPU test is float32); here the same code runs on CPU.
 import json
 import math
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -15,7 +16,17 @@ from s2d_align.models.pretrained import load_pretrained
 from s2d_align.training.loop import train
 
 
-def test_bf16_weights_and_autocast_train_every_stage_and_generate(tiny_world, tmp_path):
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state, fixed by the first Accelerator (float32 in the other tests)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_bf16_weights_and_autocast_train_every_stage_and_generate(tiny_world, tmp_path, fresh_accelerate_state):
     from s2d_align import ReportGenerator
 
     config = tiny_world.config("model.llm.dtype=bfloat16", "train.mixed_precision=bf16")
