@@ -75,17 +75,19 @@ def write_chexbert(folder: Path) -> Path:
     return folder
 
 
-def write_radgraph(folder: Path, bert: Path, seed: int = 0) -> Path:
-    """An extracted RadGraph archive (``config.json``, ``vocabulary/``, ``weights.th``) of a tiny DyGIE model.
+def write_radgraph(folder: Path, bert: Path, seed: int = 0, feature_size: int = 8, max_span_width: int = 4,
+                   hidden_dims: int = 16) -> Path:
+    """An extracted RadGraph archive (``config.json``, ``vocabulary/``, ``weights.th``) of a DyGIE model, tiny
+    by default (``benchmarks/bench_model_metrics.py`` builds it at DyGIE++'s sizes: 20, 8, 150).
 
     The folder's name is the model type (``radgraph``, ``radgraph-xl``), which is also the dataset name of the
     label namespaces, as RadGraph's preprocessing tags every report with it. The config has the real archive's
     shape (DyGIE with a mismatched-transformer embedder, coref / ner / relation / events modules); its BERT is a
     local folder, whose weights RadGraph takes from ``weights.th`` as it does from the real archive.
     """
-    from s2d_align.evaluation import model_metrics
+    from s2d_align.evaluation import radeval_models
 
-    with model_metrics._quiet_radeval_import():
+    with radeval_models.quiet_import():
         from radeval.metrics.radgraph._vendor.allennlp.data import Vocabulary
         from radeval.metrics.radgraph._vendor.allennlp.modules import text_field_embedders, token_embedders
         from radeval.metrics.radgraph._vendor.dygie.models import dygie
@@ -93,15 +95,16 @@ def write_radgraph(folder: Path, bert: Path, seed: int = 0) -> Path:
     folder.mkdir(parents=True)
     transformer = {"type": "pretrained_transformer_mismatched", "model_name": str(bert), "max_length": 512}
     model = {
-        "feature_size": 8, "max_span_width": 4, "target_task": "relation",
-        "feedforward_params": {"num_layers": 2, "hidden_dims": 16, "dropout": 0.4},
+        "feature_size": feature_size, "max_span_width": max_span_width, "target_task": "relation",
+        "feedforward_params": {"num_layers": 2, "hidden_dims": hidden_dims, "dropout": 0.4},
         "loss_weights": {"ner": 0.2, "relation": 1.0, "coref": 0.0, "events": 0.0},
         "modules": {"coref": {"spans_per_word": 0.3, "max_antecedents": 100, "coref_prop": 0}, "ner": {},
                     "relation": {"spans_per_word": 0.5},
                     "events": {"trigger_spans_per_word": 0.3, "argument_spans_per_word": 0.8,
                                "loss_weights": {"trigger": 1.0, "arguments": 1.0}}},
     }
-    config = {"dataset_reader": {"type": "dygie", "max_span_width": 4, "token_indexers": {"bert": transformer}},
+    config = {"dataset_reader": {"type": "dygie", "max_span_width": max_span_width,
+                                 "token_indexers": {"bert": transformer}},
               "model": {"type": "dygie", "embedder": {"token_embedders": {"bert": transformer}},
                         "initializer": {}, "module_initializer": {}, **model}}
     (folder / "config.json").write_text(json.dumps(config, indent=1))

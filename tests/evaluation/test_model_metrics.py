@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from s2d_align.evaluation import model_metrics
+from s2d_align.evaluation import model_metrics, radeval_models
 from s2d_align.evaluation.model_metrics import MetricSetupError
 from tests.evaluation.conftest import HYPS, REFS, hub_cache
 
-with model_metrics._quiet_radeval_import():  # RadEval's package import would call nltk.download
+with radeval_models.quiet_import():  # RadEval's package import would call nltk.download
     import radeval  # noqa: F401
 
 
@@ -47,7 +47,7 @@ def _bertscore_by_hand(folder: Path, refs: list[str], hyps: list[str]) -> np.nda
 
     tokenizer = AutoTokenizer.from_pretrained(folder, add_prefix_space=True)
     model = AutoModel.from_pretrained(folder, output_hidden_states=True).eval()
-    baseline = np.loadtxt(model_metrics._baseline_path("distilroberta-base"), delimiter=",", skiprows=1)[5, 1:]
+    baseline = np.loadtxt(radeval_models.baseline_path("distilroberta-base"), delimiter=",", skiprows=1)[5, 1:]
 
     def states(text):
         ids = tokenizer(text, return_tensors="pt").input_ids
@@ -71,7 +71,7 @@ def test_bertscore_matches_radeval_and_its_definition(roberta_dir):
     ours = model_metrics.bertscore(REFS, HYPS, str(roberta_dir), device="cpu").per_report["bertscore"]
     reference = BERTScorer(model_type=str(roberta_dir), num_layers=5, idf=False, lang="en",
                            rescale_with_baseline=True, device="cpu",
-                           baseline_path=str(model_metrics._baseline_path("distilroberta-base")))
+                           baseline_path=str(radeval_models.baseline_path("distilroberta-base")))
     _, _, f1 = reference.score(cands=HYPS, refs=REFS)
     np.testing.assert_allclose(ours, f1.double().numpy(), atol=1e-6, rtol=0)
     np.testing.assert_allclose(ours, _bertscore_by_hand(roberta_dir, REFS, HYPS), atol=1e-5, rtol=0)

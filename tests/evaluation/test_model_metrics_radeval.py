@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from s2d_align.evaluation import model_metrics
+from s2d_align.evaluation import model_metrics, radeval_models
 from s2d_align.evaluation.model_metrics import MetricSetupError
 from tests.evaluation.conftest import HYPS, REFS, archive, hub_cache
 
-with model_metrics._quiet_radeval_import():
+with radeval_models.quiet_import():
     import radeval  # noqa: F401
 
 
@@ -89,9 +89,9 @@ def test_radcliq_matches_radeval_composite_metric(metric_models):
     ours = model_metrics.score(["radcliq"], REFS, HYPS, _models(metric_models, "radcliq"), "cpu")["radcliq"]
     # RadEval's CompositeMetric on the same three models, built its own way but for where they live
     folder = metric_models["radcliq"]
-    graph, _ = model_metrics._radgraph_model(str(folder / "radgraph"), "cpu")
-    chexbert = model_metrics._chexbert_evaluator(folder / "chexbert", "cpu")
-    with model_metrics._replaced(radcliq, RadGraph=lambda model_type: graph, F1CheXbert=lambda device: chexbert):
+    graph, _ = radeval_models.radgraph(folder / "radgraph", "cpu")
+    chexbert = radeval_models.chexbert_evaluator(folder / "chexbert", "cpu", 64)
+    with radeval_models.replaced(radcliq, RadGraph=lambda model_type: graph, F1CheXbert=lambda device: chexbert):
         metric = radcliq.CompositeMetric()
     metric._bert_scorer = _radeval_bertscorer(folder / "distilroberta-base", REFS)
     metric._bertscore_cache_key = id(REFS)
@@ -110,7 +110,7 @@ def _radeval_bertscorer(folder, refs):
 
     return BERTScorer(model_type=str(folder), num_layers=5, rescale_with_baseline=True, idf=True, idf_sents=refs,
                       batch_size=64, nthreads=4, all_layers=False, lang="en", device="cpu",
-                      baseline_path=str(model_metrics._baseline_path("distilroberta-base")))
+                      baseline_path=str(radeval_models.baseline_path("distilroberta-base")))
 
 
 # ----------------------------------------------------------------------------- RaTEScore
@@ -134,8 +134,8 @@ def test_ratescore_matches_radeval(metric_models):
 _HUB_SCRIPT = """
 import json, sys
 import numpy as np
-from s2d_align.evaluation import model_metrics
-with model_metrics._quiet_radeval_import():
+from s2d_align.evaluation import model_metrics, radeval_models
+with radeval_models.quiet_import():
     from radeval.metrics.radgraph import F1RadGraph
     from radeval.metrics.RadCliQv1.radcliq import CompositeMetric
     from radeval.metrics.RaTEScore import RaTEScore
@@ -207,7 +207,7 @@ def test_green_matches_radeval_on_a_gpu(tmp_path):
     torch.manual_seed(5)
     LlamaForCausalLM(LlamaConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                  intermediate_size=64, max_position_embeddings=4096)).save_pretrained(folder)
-    with model_metrics._quiet_radeval_import():
+    with radeval_models.quiet_import():
         from radeval.metrics.green_score.green import GREEN
     ours = model_metrics.score(["green"], REFS, HYPS, {"green": str(folder)}, "cuda")["green"]
     _, _, expected, _ = GREEN(model_name=str(folder), output_dir=".", num_gpus=1)(REFS, HYPS)

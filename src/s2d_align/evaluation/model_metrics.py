@@ -37,22 +37,24 @@ starts: an unknown name, a missing dependency, a folder missing its files, a
 model too shallow for BERTScore's layer, GREEN without a GPU. Then
 :func:`load` builds every model -- a checkpoint that does not fit its config
 fails there -- and only then does scoring begin.
+
+How RadEval's models are built (and what its wheel needs to import) is
+:mod:`s2d_align.evaluation.radeval_models`; this module decides which models
+and settings each metric uses, and scores.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
-import importlib.abc
-import importlib.util
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import numpy as np
 
+from s2d_align.evaluation import radeval_models
 from s2d_align.evaluation.bootstrap import SampleStatistic, mean_of
 
 EXTRA = "metrics"
@@ -70,7 +72,7 @@ KEYS = {
 
 BERTSCORE_MODEL = "distilroberta-base"
 BERTSCORE_LAYER = 5
-SEMB_REPO = "StanfordAIMI/RRG_scorers"
+SEMB_REPO = radeval_models.HUB_REPO
 SEMB_BACKBONE = "bert-base-uncased"
 RADGRAPH_MODEL = "radgraph-xl"
 RADGRAPH_TYPES = ("radgraph", "radgraph-xl", "modern-radgraph-xl")
@@ -151,58 +153,12 @@ def parse_metric_models(items: Iterable[str] | None) -> dict[str, str]:
     return out
 
 
-class _RadEvalAlias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Answers ``import RadEval.x`` with the installed ``radeval.x`` module itself.
-
-    RadEval 2.2.1's vendored RadGraph (``radeval/metrics/radgraph/_vendor``)
-    imports itself as ``RadEval.metrics...``, the name of the source folder in
-    RadEval's repository; the wheel installs the package as ``radeval``, so on
-    a case-sensitive file system those imports fail. Aliasing to the same
-    module objects (not a second copy) keeps AllenNLP's registries single.
-    """
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "RadEval" or name.startswith("RadEval."):
-            return importlib.util.spec_from_loader(name, self)
-        return None
-
-    def create_module(self, spec):
-        return importlib.import_module("radeval" + spec.name[len("RadEval"):])
-
-    def exec_module(self, module):
-        pass
-
-
-@contextlib.contextmanager
-def _quiet_radeval_import() -> Iterator[None]:
-    """Import RadEval without its import-time ``nltk.download("punkt_tab")``, and with :class:`_RadEvalAlias`.
-
-    ``radeval/utils.py`` downloads NLTK's sentence splitter when the package is
-    imported; none of the metrics here uses it, and offline the call only
-    prints an error. We make that one call a no-op while importing.
-    """
-    if not any(isinstance(finder, _RadEvalAlias) for finder in sys.meta_path):
-        # first, before the path finder would load the files a second time under the RadEval.* names
-        sys.meta_path.insert(0, _RadEvalAlias())
-    try:
-        import nltk
-    except ImportError:
-        yield
-        return
-    original = nltk.download
-    nltk.download = lambda *args, **kwargs: True
-    try:
-        yield
-    finally:
-        nltk.download = original
-
-
 def _require_radeval(names: Iterable[str]) -> str:
     """Import what each metric runs; the error names the metrics that cannot, and what to install."""
     missing: dict[str, str] = {}
     for name in names:
         try:
-            with _quiet_radeval_import():
+            with radeval_models.quiet_import():
                 importlib.import_module("radeval")
                 importlib.import_module(_IMPORTS[name])
         except ImportError as err:
@@ -213,7 +169,7 @@ def _require_radeval(names: Iterable[str]) -> str:
             how += " and pip install --no-deps medspacy==1.3.1 (for ratescore)"
         raise MetricSetupError(f"metric(s) {', '.join(missing)} need the '{EXTRA}' extra: {how} "
                                f"({'; '.join(dict.fromkeys(missing.values()))})") from None
-    return _radeval_version()
+    return radeval_models.version()
 
 
 def _local(value: str) -> Path | None:
@@ -287,7 +243,7 @@ def check(names: Iterable[str], models: dict[str, str] | None = None, device: st
     if "bertscore" in names:
         model = models.get("bertscore", BERTSCORE_MODEL)
         folder = _local(model)
-        if folder is not None and _baseline_path(folder.name) is None:
+        if folder is not None and radeval_models.baseline_path(folder.name) is None:
             raise MetricSetupError(
                 f"--metric-model bertscore={folder}: bert-score has no rescaling baseline for a model named "
                 f"{folder.name!r}; name the folder after the hub model it copies (e.g. {BERTSCORE_MODEL})")
@@ -304,13 +260,6 @@ def check(names: Iterable[str], models: dict[str, str] | None = None, device: st
     return version
 
 
-def _baseline_path(model_name: str) -> Path | None:
-    from radeval.metrics.bertscore import _vendor
-
-    path = Path(_vendor.__file__).parent / "rescale_baseline" / "en" / f"{model_name}.tsv"
-    return path if path.is_file() else None
-
-
 def _device(device: str | None) -> str:
     if device:
         return device
@@ -319,49 +268,16 @@ def _device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _cuda_index(device: str) -> int:
-    """RadGraph's ``cuda`` argument: -1 for the CPU, else the GPU's index."""
-    if not device.startswith("cuda"):
-        return -1
-    return int(device.partition(":")[2] or 0)
-
-
-@contextlib.contextmanager
-def _replaced(owner: object, **attributes: object) -> Iterator[None]:
-    """``owner``'s attributes replaced for a moment: how we hand RadEval's classes the models we loaded."""
-    saved = {name: getattr(owner, name) for name in attributes}
-    for name, value in attributes.items():
-        setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(owner, name, value)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
-
-
 # ----------------------------------------------------------------------------- the scorers
 
 
 def _bertscore_scorer(model: str | None, device: str) -> Scorer:
-    with _quiet_radeval_import():
-        from radeval.metrics.bertscore._vendor import BERTScorer
-
     model = model or BERTSCORE_MODEL
     folder = _local(model)
     name = folder.name if folder is not None else model
-    baseline = _baseline_path(name)
-    scorer = BERTScorer(model_type=str(folder) if folder is not None else model, num_layers=BERTSCORE_LAYER,
-                        batch_size=BATCH_SIZE, idf=False, lang="en", rescale_with_baseline=True,
-                        baseline_path=str(baseline) if baseline else None, device=device)
-    convention = (f"RadEval {_radeval_version()} vendored bert_score: model {model}, layer {BERTSCORE_LAYER}, "
+    scorer = radeval_models.bertscorer(str(folder) if folder is not None else model, name, BERTSCORE_LAYER,
+                                       BATCH_SIZE, device)
+    convention = (f"RadEval {radeval_models.version()} vendored bert_score: model {model}, layer {BERTSCORE_LAYER}, "
                   f"idf off, rescaled with bert-score's en baseline for {name}, F1 per report, mean over reports")
 
     def run(references: list[str], predictions: list[str]) -> ModelScore:
@@ -375,41 +291,19 @@ def _bertscore_scorer(model: str | None, device: str) -> Scorer:
     return run
 
 
-def _chexbert_evaluator(folder: Path | None, device: str):
-    """RadEval's CheXbert evaluator: from the hub as RadEval loads it, or from a local folder."""
-    with _quiet_radeval_import():
-        from radeval.metrics.f1chexbert import F1CheXbert
-    if folder is None:
-        return F1CheXbert(device=device, batch_size=BATCH_SIZE)
-
-    import torch
-    from radeval.metrics._chexbert_base import BaseBertLabeler
-    from transformers import AutoConfig, BertModel, BertTokenizer
-
-    raw = torch.load(folder / "chexbert.pth", map_location="cpu", weights_only=True)
-    state = {k.replace("module.", ""): v for k, v in raw.get("model_state_dict", raw).items()}
-    backbone = BertModel(AutoConfig.from_pretrained(folder))
+def _chexbert(folder: Path | None, device: str):
     try:
-        labeler = BaseBertLabeler(device=device, backbone=backbone, num_4way_heads=13, state_dict=state)
-    except RuntimeError as err:
-        raise MetricSetupError(f"{folder / 'chexbert.pth'} does not fit the CheXbert model of "
-                               f"{folder / 'config.json'}: {str(err).splitlines()[0]}") from None
-    evaluator = F1CheXbert.__new__(F1CheXbert)
-    torch.nn.Module.__init__(evaluator)
-    evaluator._init_evaluator(model=labeler.eval(), tokenizer=BertTokenizer.from_pretrained(folder), device=device,
-                              batch_size=BATCH_SIZE)
-    return evaluator
-
-
-def _chexbert_source(folder: Path | None) -> str:
-    return str(folder) if folder is not None else f"{SEMB_REPO}/chexbert.pth on {SEMB_BACKBONE}"
+        return radeval_models.chexbert_evaluator(folder, device, BATCH_SIZE)
+    except radeval_models.CheckpointMismatch as err:
+        raise MetricSetupError(str(err)) from None
 
 
 def _semb_scorer(model: str | None, device: str) -> Scorer:
     folder = _local(model) if model else None
-    evaluator = _chexbert_evaluator(folder, device)
-    convention = (f"RadEval {_radeval_version()} CheXbert ({_chexbert_source(folder)}): cosine of the [CLS] "
-                  "embeddings of reference and prediction per report (RadCliQ-v1's s_emb), mean over reports")
+    evaluator = _chexbert(folder, device)
+    convention = (f"RadEval {radeval_models.version()} CheXbert ({radeval_models.chexbert_source(folder, SEMB_BACKBONE)}): "
+                  "cosine of the [CLS] embeddings of reference and prediction per report (RadCliQ-v1's s_emb), "
+                  "mean over reports")
 
     def run(references: list[str], predictions: list[str]) -> ModelScore:
         distinct = list(dict.fromkeys([*references, *predictions]))
@@ -425,35 +319,12 @@ def _semb_scorer(model: str | None, device: str) -> Scorer:
     return run
 
 
-def _radgraph_source(value: str) -> tuple[dict[str, str], str, Path]:
-    """RadGraph's arguments for a model type (the hub archive) or an extracted folder; its name; its weights."""
-    from radeval.metrics.radgraph._vendor.core import CACHE_DIR
-
-    folder = _local(value)
-    if folder is None:
-        return {"model_type": value}, f"{value} ({SEMB_REPO}/{value}.tar.gz)", Path(CACHE_DIR) / value / "weights.th"
-    return {"model_type": folder.name, "model_cache_dir": str(folder.parent)}, str(folder), folder / "weights.th"
-
-
-def _radgraph_model(value: str, device: str):
-    """RadEval's vendored RadGraph model: the hub archive of a model type, or an extracted archive folder."""
-    with _quiet_radeval_import():
-        from radeval.metrics.radgraph import RadGraph
-
-    kwargs, source, weights = _radgraph_source(value)
-    return RadGraph(cuda=_cuda_index(device), **kwargs), f"{source}, weights.th sha256:{_sha256(weights)}"
-
-
 def _radgraph_scorer(model: str | None, device: str) -> Scorer:
-    with _quiet_radeval_import():
-        from radeval.metrics.radgraph import F1RadGraph
-
-    kwargs, source, weights = _radgraph_source(model or RADGRAPH_MODEL)
-    scorer = F1RadGraph(reward_level="all", cuda=_cuda_index(device), **kwargs)
-    convention = (f"RadEval {_radeval_version()} F1RadGraph (vendored radgraph 0.1.18), reward levels simple / "
+    value = model or RADGRAPH_MODEL
+    scorer, source = radeval_models.f1radgraph(_local(value) or value, device)
+    convention = (f"RadEval {radeval_models.version()} F1RadGraph (vendored radgraph 0.1.18), reward levels simple / "
                   "partial / complete = RG_E / RG_ER / RG_ER-bar, both sides annotated by the RadGraph model "
-                  f"{source}, weights.th sha256:{_sha256(weights)}; per-report F1 (0 when either report is empty "
-                  "or has no entity), mean over reports")
+                  f"{source}; per-report F1 (0 when either report is empty or has no entity), mean over reports")
 
     def run(references: list[str], predictions: list[str]) -> ModelScore:
         _, rewards, _, _ = scorer(refs=references, hyps=predictions)
@@ -465,31 +336,23 @@ def _radgraph_scorer(model: str | None, device: str) -> Scorer:
 
 def _radcliq_scorer(model: str | None, device: str) -> Scorer:
     """RadEval's ``CompositeMetric``, handed the RadGraph v1, CheXbert and distilroberta-base we load."""
-    with _quiet_radeval_import():
-        from radeval.metrics.bertscore import _vendor
-        from radeval.metrics.RadCliQv1 import radcliq
-
     folder = _local(model) if model else None
-    graph, graph_source = _radgraph_model(str(folder / "radgraph") if folder else "radgraph", device)
-    chexbert = _chexbert_evaluator(folder / "chexbert" if folder else None, device)
+    graph, graph_source = radeval_models.radgraph(folder / "radgraph" if folder else "radgraph", device)
+    chexbert_folder = folder / "chexbert" if folder else None
+    chexbert = _chexbert(chexbert_folder, device)
     bert = str(folder / BERTSCORE_MODEL) if folder else BERTSCORE_MODEL
-    baseline = str(_baseline_path(BERTSCORE_MODEL))
-    bert_scorer_class = _vendor.BERTScorer
-
-    def bert_scorer(**settings):  # RadEval's settings (idf from the references, layer 5, rescaled); our model, device
-        return bert_scorer_class(**{**settings, "model_type": bert, "baseline_path": baseline, "device": device})
-
-    with _replaced(radcliq, RadGraph=lambda model_type: graph, F1CheXbert=lambda device: chexbert):
-        metric = radcliq.CompositeMetric()
-    convention = (f"RadEval {_radeval_version()} CompositeMetric (RadCliQ-v1, rajpurkarlab/CXR-Report-Metric): "
+    baseline = str(radeval_models.baseline_path(BERTSCORE_MODEL))
+    metric = radeval_models.composite_metric(graph, chexbert)
+    convention = (f"RadEval {radeval_models.version()} CompositeMetric (RadCliQ-v1, rajpurkarlab/CXR-Report-Metric): "
                   "its StandardScaler and linear weights over RadGraph (entity F1 + relation F1) / 2 by the "
                   f"RadGraph model {graph_source}; BERTScore F1 of {bert}, layer {BERTSCORE_LAYER}, idf from this "
-                  f"test set's references, baseline-rescaled; SembScore by CheXbert ({_chexbert_source(folder and folder / 'chexbert')}); "
-                  "BLEU-2. radcliq_v1: per report (lower is better), mean over reports; radcliq_v1_inverse: "
-                  "1 / that mean (RadEval's aggregate 'radcliq_v1', ReXrank's '1/RadCliQ-v1')")
+                  f"test set's references, baseline-rescaled; SembScore by CheXbert "
+                  f"({radeval_models.chexbert_source(chexbert_folder, SEMB_BACKBONE)}); BLEU-2. radcliq_v1: per "
+                  "report (lower is better), mean over reports; radcliq_v1_inverse: 1 / that mean (RadEval's "
+                  "aggregate 'radcliq_v1', ReXrank's '1/RadCliQ-v1')")
 
     def run(references: list[str], predictions: list[str]) -> ModelScore:
-        with _replaced(_vendor, BERTScorer=bert_scorer):
+        with radeval_models.composite_bertscorer(bert, baseline, device):
             _, per_report = metric.predict(references, predictions)
         return ModelScore("radcliq", {"radcliq_v1": np.asarray(per_report, dtype=float)}, convention,
                           {"radcliq_v1_inverse": "radcliq_v1"})
@@ -498,18 +361,10 @@ def _radcliq_scorer(model: str | None, device: str) -> Scorer:
 
 
 def _ratescore_scorer(model: str | None, device: str) -> Scorer:
-    import torch
-
-    with _quiet_radeval_import():
-        from radeval.metrics.RaTEScore.scorer import RaTEScore
-
     folder = _local(model) if model else None
     ner, embedder = (str(folder / m.split("/")[-1]) for m in RATESCORE_MODELS) if folder else RATESCORE_MODELS
-    scorer = RaTEScore(bert_model=ner, eval_model=embedder, use_gpu=device.startswith("cuda"))
-    scorer.device = torch.device(device)  # RaTEScore knows only "cuda" or "cpu"
-    scorer.model.to(scorer.device)
-    scorer.eval_model.to(scorer.device)
-    convention = (f"RadEval {_radeval_version()} RaTEScore: entities by {ner} (sentences split by medspaCy's "
+    scorer = radeval_models.ratescore(ner, embedder, device)
+    convention = (f"RadEval {radeval_models.version()} RaTEScore: entities by {ner} (sentences split by medspaCy's "
                   f"PyRuSH, batch 1), their [CLS] embeddings by {embedder}, the 'long' affinity matrix; per report "
                   "the F1 of RaTEScore's weighted precision and recall (0.5 when either side has no entity), "
                   "mean over reports")
@@ -522,14 +377,11 @@ def _ratescore_scorer(model: str | None, device: str) -> Scorer:
 
 
 def _green_scorer(model: str | None, device: str) -> Scorer:
-    with _quiet_radeval_import():
-        from radeval.metrics.green_score.green import GREEN
-
     model = model or GREEN_MODEL
-    scorer = GREEN(model_name=str(_local(model) or model), output_dir=".", num_gpus=1)
-    convention = (f"RadEval {_radeval_version()} GREEN: {model} in float16 on cuda:0, greedy decoding, max length "
-                  f"{scorer.max_length}, batch {scorer.batch_size}; per report matched findings / (matched findings "
-                  "+ clinically significant errors), 0 when nothing matched; mean over reports")
+    scorer = radeval_models.green(str(_local(model) or model))
+    convention = (f"RadEval {radeval_models.version()} GREEN: {model} in float16 on cuda:0, greedy decoding, max "
+                  f"length {scorer.max_length}, batch {scorer.batch_size}; per report matched findings / (matched "
+                  "findings + clinically significant errors), 0 when nothing matched; mean over reports")
 
     def run(references: list[str], predictions: list[str]) -> ModelScore:
         _, _, values, _ = scorer(references, predictions)
@@ -595,8 +447,3 @@ def semb(references: list[str], predictions: list[str], model: str | None = None
     """Per-report SembScore: cosine of the CheXbert embeddings, as ``semantic_embedding_scores`` computes it."""
     return _semb_scorer(model, _device(device))(references, predictions)
 
-
-def _radeval_version() -> str:
-    from importlib.metadata import version
-
-    return version("radeval")
