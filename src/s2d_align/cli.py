@@ -121,7 +121,7 @@ def cmd_prepare_iu_xray(args: argparse.Namespace) -> int:
         views_csv=Path(args.views_csv) if args.views_csv else None, reference=args.reference,
         vision_model=args.vision_model, radgraph=[Path(p) for p in args.radgraph], refiner=_refiner(args),
         check_images=args.check_images, max_pixels=args.max_pixels, workers=args.workers,
-        embed_batch_size=args.embed_batch_size, embed_device=args.embed_device,
+        embed_batch_size=args.embed_batch_size, embed_device=args.embed_device, image_size=args.image_size,
     )
     return _finish(manifest, report)
 
@@ -135,7 +135,7 @@ def cmd_prepare_mimic_cxr(args: argparse.Namespace) -> int:
         vision_model=args.vision_model, require_radgraph=args.require_radgraph, refiner=_refiner(args),
         check_images=args.check_images, max_pixels=args.max_pixels, workers=args.workers,
         store_radgraph=not args.no_store_radgraph, embed_batch_size=args.embed_batch_size,
-        embed_device=args.embed_device,
+        embed_device=args.embed_device, image_size=args.image_size,
     )
     return _finish(manifest, report)
 
@@ -147,7 +147,7 @@ def cmd_prepare_r2gen(args: argparse.Namespace) -> int:
         annotation=Path(args.annotation), images=Path(args.images), out=Path(args.out), dataset=args.dataset,
         reference=args.reference, vision_model=args.vision_model, check_images=args.check_images,
         max_pixels=args.max_pixels, workers=args.workers, embed_batch_size=args.embed_batch_size,
-        embed_device=args.embed_device,
+        embed_device=args.embed_device, image_size=args.image_size,
     )
     return _finish(manifest, report)
 
@@ -523,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"refuse images larger than this (default: {MAX_PIXELS:,})")
     r2gen.add_argument("--workers", type=int, default=None,
                        help="threads for reading files (default: min(32, 4 x cores))")
+    r2gen.add_argument("--image-size", type=int, default=None, metavar="N", help=IMAGE_SIZE_HELP)
     r2gen.set_defaults(func=cmd_prepare_r2gen)
 
     export = commands.add_parser(
@@ -709,6 +710,11 @@ def _add_scoring_flags(parser: argparse.ArgumentParser, default_metrics: str | N
     _add_labeler_flags(parser, recipe_defaults)
 
 
+IMAGE_SIZE_HELP = ("also write each image as a grayscale PNG with its shorter side at N pixels (OUT/images_N/), "
+                   "and name those in the manifest: training decodes far smaller files. N = the vision encoder's "
+                   "input (518 for Rad-DINO) gives the model exactly the same pixels; see docs/data.md")
+
+
 def _add_common_prepare_options(parser: argparse.ArgumentParser, check_default: str) -> None:
     """Options of the IU X-Ray and MIMIC-CXR builders: RadGraph and key phrases, retrieval, image checks."""
     parser.add_argument("--radgraph", nargs="*", default=[], metavar="F.json", help="RadGraph JSON file(s)")
@@ -722,6 +728,7 @@ def _add_common_prepare_options(parser: argparse.ArgumentParser, check_default: 
                         help=f"refuse images larger than this (default: {MAX_PIXELS:,})")
     parser.add_argument("--workers", type=int, default=None,
                         help="threads for reading files (default: min(32, 4 x cores))")
+    parser.add_argument("--image-size", type=int, default=None, metavar="N", help=IMAGE_SIZE_HELP)
     group = parser.add_argument_group("key-phrase refinement (paper, appendix A)")
     group.add_argument("--refiner", default="none", choices=["none", "hf", "openai"],
                        help="rewrite composed key phrases with an LLM: none, a local HF model, or an OpenAI-compatible server")

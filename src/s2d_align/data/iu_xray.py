@@ -54,6 +54,7 @@ from s2d_align.data.leakage import check_patient_disjoint
 from s2d_align.data.manifest import Study
 from s2d_align.data.prepare_report import PrepareError, PrepareReport
 from s2d_align.data.r2gen import Entry, read_annotation
+from s2d_align.data.resized import check_resize, write_resized_copies
 from s2d_align.data.radgraph import Annotation, RadGraphError, read_radgraph_files
 from s2d_align.data.views import view_rank
 
@@ -325,10 +326,12 @@ def prepare_iu_xray(
     workers: int | None = None,
     embed_batch_size: int = 16,
     embed_device: str = "cpu",
+    image_size: int | None = None,
 ) -> tuple[Path, PrepareReport]:
     """Build ``OUT/manifest.jsonl`` and ``OUT/prepare_report.json`` from the Open-i downloads."""
     if reference not in ("retrieval", "none"):
         raise ValueError(f"reference must be retrieval or none, got {reference!r}")
+    check_resize(image_size)
     out = Path(out)
     report = PrepareReport(
         "iu-xray",
@@ -336,6 +339,7 @@ def prepare_iu_xray(
             "reports": str(reports), "images": str(images), "annotation": str(annotation) if annotation else None,
             "seed": seed, "views_csv": str(views_csv) if views_csv else None, "reference": reference,
             "radgraph": [str(p) for p in radgraph], "check_images": check_images, "max_pixels": max_pixels,
+            "image_size": image_size,
         },
     )
     entries = None
@@ -367,6 +371,8 @@ def prepare_iu_xray(
         studies, found = attach_radgraph(studies, keyed, report, required=lambda s: False)
     studies = attach_key_phrases(studies, found, refiner or NoRefiner(), report, RULES_SOURCE)
     studies.sort(key=lambda s: (s.split != "train", s.split, s.id))
+    if image_size:
+        studies = write_resized_copies(studies, out, image_size, report, Path(images), workers)
     studies = attach_references(
         studies, report, out, prior=False, retrieval=reference == "retrieval",
         vision_model=vision_model, batch_size=embed_batch_size,

@@ -54,6 +54,7 @@ from s2d_align.data.leakage import check_patient_disjoint
 from s2d_align.data.manifest import Study
 from s2d_align.data.prepare_report import PrepareError, PrepareReport
 from s2d_align.data.radgraph import Annotation, RadGraphError, read_radgraph_files
+from s2d_align.data.resized import check_resize, write_resized_copies
 from s2d_align.data.sections import findings_and_impression
 from s2d_align.data.views import is_frontal, view_rank
 
@@ -293,6 +294,7 @@ def prepare_mimic_cxr(
     store_radgraph: bool = True,
     embed_batch_size: int = 16,
     embed_device: str = "cpu",
+    image_size: int | None = None,
 ) -> tuple[Path, PrepareReport]:
     """Build ``OUT/manifest.jsonl`` and ``OUT/prepare_report.json`` from the MIMIC-CXR downloads."""
     if views not in ("all", "frontal"):
@@ -301,13 +303,14 @@ def prepare_mimic_cxr(
         raise ValueError(f"reference fallback must be none or retrieval, got {reference_fallback!r}")
     if require_radgraph not in ("all", "train", "none"):
         raise ValueError(f"require_radgraph must be all, train or none, got {require_radgraph!r}")
+    check_resize(image_size)
     jpg_root, reports, out = Path(jpg_root).resolve(), Path(reports).resolve(), Path(out)
     report = PrepareReport(
         "mimic-cxr",
         {
             "jpg_root": str(jpg_root), "reports": str(reports), "radgraph": [str(p) for p in radgraph],
             "views": views, "reference_fallback": reference_fallback, "require_radgraph": require_radgraph,
-            "check_images": check_images, "max_pixels": max_pixels,
+            "check_images": check_images, "max_pixels": max_pixels, "image_size": image_size,
         },
     )
     # Every whole-input problem surfaces here, before any long step.
@@ -339,6 +342,8 @@ def prepare_mimic_cxr(
         found = {}
     studies = attach_key_phrases(studies, found, refiner or NoRefiner(), report, RULES_SOURCE, store_radgraph)
     studies.sort(key=lambda s: (s.subject_id, s.study_time or "", s.id))
+    if image_size:
+        studies = write_resized_copies(studies, out, image_size, report, jpg_root, workers)
     studies = attach_references(
         studies, report, out, prior=True, retrieval=reference_fallback == "retrieval",
         vision_model=vision_model, batch_size=embed_batch_size,

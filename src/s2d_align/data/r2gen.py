@@ -34,6 +34,7 @@ from s2d_align.data.key_phrases import NoRefiner, Refiner
 from s2d_align.data.leakage import check_patient_disjoint
 from s2d_align.data.manifest import Study, image_path, outside_roots
 from s2d_align.data.prepare_report import PrepareError, PrepareReport
+from s2d_align.data.resized import check_resize, write_resized_copies
 
 SPLIT_NAMES = {
     "train": "train", "training": "train",
@@ -203,6 +204,7 @@ def prepare_r2gen(
     workers: int | None = None,
     embed_batch_size: int = 16,
     embed_device: str = "cpu",
+    image_size: int | None = None,
 ) -> tuple[Path, PrepareReport]:
     """Import an R2Gen ``annotation.json`` (either dataset) as a manifest, with its ids and split.
 
@@ -210,6 +212,7 @@ def prepare_r2gen(
     prior studies here (``prepare mimic-cxr`` builds those); ``reference``
     ``retrieval`` retrieves the nearest training study by image instead.
     """
+    check_resize(image_size)
     entries, quirks = read_annotation(annotation)
     if dataset == "auto":
         dataset = "mimic_cxr" if any(e.study_id for e in entries) else "iu_xray"
@@ -219,13 +222,16 @@ def prepare_r2gen(
         raise PrepareError(f"{images}: no such folder; --images must be the folder R2Gen's image_path entries are relative to")
     report = PrepareReport(
         f"r2gen:{dataset}",
-        {"annotation": str(annotation), "images": str(images), "reference": reference, "check_images": check_images},
+        {"annotation": str(annotation), "images": str(images), "reference": reference, "check_images": check_images,
+         "image_size": image_size},
     )
     report.notes["annotation"] = {"entries": len(entries), **quirks}
     check_patient_disjoint(((_patient(e, dataset), e.split, e.id) for e in entries), str(annotation))
     studies = studies_from_annotation(entries, Path(images), dataset, report)
     studies = vet_images(studies, report, check_images, max_pixels, workers)
     studies = attach_key_phrases(studies, {}, refiner or NoRefiner(), report, f"rules:{dataset}")
+    if image_size:
+        studies = write_resized_copies(studies, Path(out), image_size, report, Path(images), workers)
     studies = attach_references(
         studies, report, Path(out), prior=False, retrieval=reference == "retrieval", vision_model=vision_model,
         batch_size=embed_batch_size, device=embed_device,

@@ -78,17 +78,10 @@ class ImagePreprocessor:
             return None
         target = getattr(self.processor, "size", None) or {}
         target = dict(target) if not isinstance(target, dict) else target
-        width, height = size
         if target.get("shortest_edge") and not target.get("longest_edge"):
-            from transformers.image_transforms import get_resize_output_image_size
+            from s2d_align.data.resized import shortest_edge_size
 
-            import numpy as np
-
-            h, w = get_resize_output_image_size(
-                np.zeros((height, width, 1), dtype=np.uint8), target["shortest_edge"], default_to_square=False,
-                input_data_format="channels_last",
-            )
-            return int(w), int(h)
+            return shortest_edge_size(size, target["shortest_edge"])
         if target.get("height") and target.get("width"):
             return int(target["width"]), int(target["height"])
         return None
