@@ -14,8 +14,8 @@ For each stage of the recipe this measures
   its end (data loading and the one evaluation, capped at one batch, included)
   and the step-only samples/s the trainer itself reports.
 
-Default: the demo recipe on the phantom (built by ``benchmarks/bench_padding.py``
-in ``--work``, or here). A real-shaped run is ``--config mimic_cxr/s2d_align``
+Default: the demo recipe on the phantom and tiny models that
+``benchmarks/bench_padding.py --work DIR`` builds: run that first. A real-shaped run is ``--config mimic_cxr/s2d_align``
 with model paths pointing at real-shaped stand-ins (``--override``).
 
     PYTHONPATH=src python benchmarks/bench_train.py --work /tmp/bench-padding

@@ -76,7 +76,8 @@ def test_every_connector_kind_the_config_accepts_builds():
     from s2d_align.config import ConnectorConfig
 
     for kind in get_args(get_type_hints(ConnectorConfig)["kind"]):
-        connector = build_connector(kind, DIMS, 20, num_memory=5, memory_dim=16, hidden_size=24, num_heads=8, dropout=0.0)
+        connector = build_connector(kind, DIMS, 20, num_memory=5, memory_dim=16, hidden_size=24, num_heads=8, dropout=0.0,
+                                    qformer_layers=2)
         assert set(connector.parameter_groups()) == {"memory", *DIMS}
 
 
@@ -139,3 +140,131 @@ def test_memory_starts_at_unit_scale(shared):
     banks = [sma.memory] if shared else list(sma.memories.values())
     for bank in banks:  # N(0, 1), as DETR's queries: 2048 draws give a std within a few percent of 1
         assert 0.93 < bank.std().item() < 1.07 and abs(bank.mean().item()) < 0.07
+
+
+# --------------------------------------------------------------------------- each connector against its equations
+#
+# The references below recompute every documented equation from the modules' weights, with the attention
+# written out by hand (batch first, per head, masked keys), and every parameter drawn at random (LayerNorms
+# included, so using one norm in place of another shows). A removed residual, a sign, a dropped activation
+# or block, or attention across the batch then changes the numbers.
+
+
+def _randomised(module):
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    return module.eval()
+
+
+def _attention(module, queries, keys, values, key_mask=None):
+    """nn.MultiheadAttention's output, by hand from its weights: softmax(Q K^T / sqrt(d)) V, per head, then out_proj."""
+    width, heads = module.embed_dim, module.num_heads
+    if module.in_proj_weight is not None:
+        wq, wk, wv = module.in_proj_weight.chunk(3)
+    else:
+        wq, wk, wv = module.q_proj_weight, module.k_proj_weight, module.v_proj_weight
+    bq, bk, bv = module.in_proj_bias.chunk(3)
+
+    def split(x, w, b):  # (B, L, d_in) -> (B, heads, L, width / heads)
+        return (x @ w.T + b).unflatten(-1, (heads, width // heads)).transpose(1, 2)
+
+    q, k, v = split(queries, wq, bq), split(keys, wk, bk), split(values, wv, bv)
+    scores = q @ k.transpose(-1, -2) / (width // heads) ** 0.5
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+    out = (scores.softmax(-1) @ v).transpose(1, 2).flatten(2)
+    return out @ module.out_proj.weight.T + module.out_proj.bias
+
+
+def _norm(module, x):
+    return torch.nn.functional.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
+
+
+def _linear(module, x):
+    return x @ module.weight.T + module.bias
+
+
+def _three_layer(mlp, x):  # Linear-GELU-Linear-GELU-Linear (paper, Eq. 7)
+    gelu = torch.nn.functional.gelu
+    return _linear(mlp[4], gelu(_linear(mlp[2], gelu(_linear(mlp[0], x)))))
+
+
+def _two_layer(mlp, x):  # LLaVA-1.5's projector: Linear-GELU-Linear
+    return _linear(mlp[2], torch.nn.functional.gelu(_linear(mlp[0], x)))
+
+
+FEATURES = torch.randn(3, 6, 12, generator=torch.Generator().manual_seed(2))
+MASK = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0]], dtype=torch.bool)
+
+
+@pytest.mark.parametrize("kind", ["sma", "sma_unshared"])
+def test_sma_is_layernorm_of_the_mlp_of_memory_plus_its_cross_attention(kind):
+    sma = _randomised(_connector(kind))
+    tokens, mask = sma("image", FEATURES, MASK)
+    adapter = sma.adapters["image"]
+    memory = (sma.memory if kind == "sma" else sma.memories["image"]).expand(3, -1, -1)  # (B, n_m, d_m)
+    attended = _attention(adapter.attention, memory, FEATURES, FEATURES, MASK)
+    torch.testing.assert_close(tokens, _norm(adapter.norm, _three_layer(adapter.mlp, memory + attended)))
+    assert mask.dtype == torch.bool and mask.shape == (3, 5) and mask.all()
+    if kind == "sma_unshared":  # another modality reads its own bank
+        other = sma.adapters["reference"]
+        text = torch.randn(3, 4, 10)
+        bank = sma.memories["reference"].expand(3, -1, -1)
+        expected = _norm(other.norm, _three_layer(other.mlp, bank + _attention(other.attention, bank, text, text)))
+        torch.testing.assert_close(sma("reference", text, torch.ones(3, 4, dtype=torch.bool))[0], expected)
+
+
+def test_mlp_connector_is_the_two_layer_projector_per_token():
+    connector = _randomised(_connector("mlp"))
+    tokens, mask = connector("image", FEATURES, MASK)
+    torch.testing.assert_close(tokens, _two_layer(connector.adapters["image"], FEATURES))
+    assert torch.equal(mask, MASK)
+
+
+def test_qformer_is_its_blocks_then_the_projector():
+    connector = _randomised(_connector("mlp_qformer"))
+    tokens, mask = connector("image", FEATURES, MASK)
+    adapter = connector.adapters["image"]
+    assert len(adapter.blocks) == 2  # qformer_layers
+    queries = adapter.queries.expand(3, -1, -1)
+    for index in range(2):
+        block = adapter.blocks[index]  # post-norm, as BLIP-2: self-attention, cross-attention, feed-forward
+        queries = _norm(block.norms[0], queries + _attention(block.self_attention, queries, queries, queries))
+        queries = _norm(block.norms[1], queries + _attention(block.cross_attention, queries, FEATURES, FEATURES, MASK))
+        queries = _norm(block.norms[2], queries + _two_layer(block.feed_forward, queries))
+    torch.testing.assert_close(tokens, _two_layer(adapter.projector, queries))
+    assert mask.dtype == torch.bool and mask.shape == (3, 5) and mask.all()
+    assert len(adapter.blocks[0].norms) == 3
+
+
+def test_msa_is_layernorm_of_the_mlp_of_the_features_plus_their_self_attention():
+    connector = _randomised(_connector("mlp_msa"))
+    tokens, mask = connector("image", FEATURES, MASK)
+    adapter = connector.adapters["image"]
+    x = _linear(adapter.inputs, FEATURES)
+    expected = _norm(adapter.norm, _three_layer(adapter.mlp, x + _attention(adapter.attention, x, x, x, MASK)))
+    torch.testing.assert_close(tokens[MASK], expected[MASK])  # padded positions carry no meaning
+    assert torch.equal(mask, MASK)
+
+
+@pytest.mark.parametrize("kind", ["sma", "sma_unshared", "mlp_qformer", "mlp_msa"])
+def test_the_recipes_dropout_reaches_every_attention(kind):
+    torch.manual_seed(0)
+    connector = build_connector(kind, DIMS, 20, num_memory=5, memory_dim=16, hidden_size=24, num_heads=8,
+                                dropout=0.125, qformer_layers=2)
+    attentions = [m for m in connector.modules() if isinstance(m, torch.nn.MultiheadAttention)]
+    assert len(attentions) == {"sma": 3, "sma_unshared": 3, "mlp_qformer": 12, "mlp_msa": 3}[kind]
+    assert all(a.dropout == 0.125 for a in attentions)
+
+
+def test_build_connector_shares_the_memory_for_sma_only_and_takes_the_recipes_qformer_layers():
+    # model.py passes every connector setting, qformer_layers included, whatever the kind.
+    settings = dict(num_memory=5, memory_dim=16, hidden_size=24, num_heads=8, dropout=0.0, qformer_layers=3)
+    shared, unshared = build_connector("sma", DIMS, 20, **settings), build_connector("sma_unshared", DIMS, 20, **settings)
+    assert shared.shared is True and unshared.shared is False
+    assert shared.num_memory == unshared.num_memory == 5  # the grounding maps read it
+    assert [n for n, _ in shared.named_parameters() if "memor" in n] == ["memory"]
+    assert sorted(n for n, _ in unshared.named_parameters() if "memor" in n) == [f"memories.{m}" for m in sorted(DIMS)]
+    assert len(build_connector("mlp_qformer", DIMS, 20, **settings).adapters["image"].blocks) == 3

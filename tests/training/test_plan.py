@@ -175,7 +175,7 @@ def test_real_shaped_flops_match_flop_counter_on_meta(meta_masks):
         c = config.model.connector
         connector = build_connector(c.kind, {"image": 768, "reference": 768, "key_phrases": 768}, 4096,
                                     num_memory=c.num_memory, memory_dim=c.memory_dim, hidden_size=c.hidden_size,
-                                    num_heads=c.num_heads, dropout=0.0)
+                                    num_heads=c.num_heads, dropout=0.0, qformer_layers=c.qformer_layers)
         model = S2DAlign(VisionEncoder(Dinov2Model(vision_cfg), 1), TextEncoder(BertModel(text_cfg, add_pooling_layer=False)), connector, llm,
                          torch.zeros(prompt, dtype=torch.long), torch.zeros(instruction, dtype=torch.long), 2, 0)
         lengths = Lengths(report=180, reference=120, key_phrases=40)

@@ -87,7 +87,7 @@ class SMA(nn.Module):
     ):
         super().__init__()
         self.shared = shared
-        self.num_memory = num_memory
+        self.num_memory = num_memory  # the grounding maps read it
 
         def bank() -> nn.Parameter:
             return nn.Parameter(torch.randn(num_memory, memory_dim))
@@ -187,7 +187,7 @@ class QFormerConnector(_PerModality):
     """Table 4 "MLP + Q-Former": a Q-Former per modality compresses the features to ``num_memory`` tokens."""
 
     def __init__(self, in_dims: dict[str, int], out_dim: int, num_memory: int, memory_dim: int, hidden_size: int,
-                 num_heads: int, dropout: float, qformer_layers: int = 2, **_: object):
+                 num_heads: int, dropout: float, qformer_layers: int, **_: object):
         super().__init__()
         self.adapters = nn.ModuleDict({
             m: QFormerAdapter(dim, num_memory, memory_dim, qformer_layers, hidden_size, out_dim, num_heads, dropout)
