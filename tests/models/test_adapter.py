@@ -268,3 +268,18 @@ def test_build_connector_shares_the_memory_for_sma_only_and_takes_the_recipes_qf
     assert [n for n, _ in shared.named_parameters() if "memor" in n] == ["memory"]
     assert sorted(n for n, _ in unshared.named_parameters() if "memor" in n) == [f"memories.{m}" for m in sorted(DIMS)]
     assert len(build_connector("mlp_qformer", DIMS, 20, **settings).adapters["image"].blocks) == 3
+
+
+def test_sma_shares_its_memory_unless_told_otherwise():
+    sma = SMA(DIMS, out_dim=20, num_memory=5, memory_dim=16, hidden_size=24, num_heads=8, dropout=0.0)
+    assert sma.shared and [n for n, _ in sma.named_parameters() if "memor" in n] == ["memory"]
+
+
+@pytest.mark.parametrize("kind", ["sma", "mlp_qformer"])
+def test_the_token_mask_lives_on_the_tokens_device(kind):
+    # On the meta device (a stand-in for a GPU here): a mask left on the CPU would not be beside its tokens.
+    with torch.device("meta"):
+        connector = build_connector(kind, DIMS, 20, num_memory=5, memory_dim=16, hidden_size=24, num_heads=8,
+                                    dropout=0.0, qformer_layers=2)
+        tokens, mask = connector("image", torch.empty(2, 6, 12), torch.ones(2, 6, dtype=torch.bool))
+    assert tokens.device.type == mask.device.type == "meta" and mask.dtype == torch.bool
