@@ -281,5 +281,7 @@ def test_the_token_mask_lives_on_the_tokens_device(kind):
     with torch.device("meta"):
         connector = build_connector(kind, DIMS, 20, num_memory=5, memory_dim=16, hidden_size=24, num_heads=8,
                                     dropout=0.0, qformer_layers=2)
-        tokens, mask = connector("image", torch.empty(2, 6, 12), torch.ones(2, 6, dtype=torch.bool))
+    # Called outside the block, where new tensors default to the CPU.
+    features, mask = torch.empty(2, 6, 12, device="meta"), torch.ones(2, 6, dtype=torch.bool, device="meta")
+    tokens, mask = connector("image", features, mask)
     assert tokens.device.type == mask.device.type == "meta" and mask.dtype == torch.bool
