@@ -98,3 +98,10 @@ def test_every_connector_trains_only_the_adapters_of_its_contexts(tiny_world, ki
     (sums.sum() / counts.sum()).backward()
     assert all(p.grad is not None for p in params)
     assert torch.isfinite(sums).all()
+
+
+def test_a_stage_without_contexts_is_refused_by_name():
+    from s2d_align.training.curriculum import stage_contexts
+
+    with pytest.raises(ValueError, match="stage 's2' lists no contexts"):
+        stage_contexts(StageConfig(name="s2", contexts=(), lora=True))

@@ -64,3 +64,14 @@ def test_report_lengths_count_tokens_as_the_collator_does(tiny_world):
     raw = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
     assert report_lengths(tokenizer, texts, 16) == [min(raw[0], 15) + 1, 16]
     assert raw[1] > 15
+
+
+@pytest.mark.parametrize("samples, batch, mult", [(10, 4, 1), (31, 8, 1), (32, 8, 1), (64, 8, 2), (300, 8, 9), (10**6, 8, 50)])
+def test_megabatches_follow_transformers_rule(samples, batch, mult):
+    # min(n // (4 * global batch), 50), never below one batch: a quarter of the data per megabatch at most.
+    assert default_megabatch_mult(samples, batch) == mult
+
+
+def test_the_default_seed_is_zero():
+    lengths = lengths_like_reports(200)
+    assert list(LengthGroupedSampler(lengths, batch_size=4)) == list(LengthGroupedSampler(lengths, batch_size=4, seed=0))

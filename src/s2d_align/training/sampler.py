@@ -42,10 +42,10 @@ def default_megabatch_mult(num_samples: int, global_batch: int) -> int:
 class LengthGroupedSampler(Sampler[int]):
     """Indices for one epoch, grouped by ``lengths``; the order depends on ``(seed, epoch)`` only."""
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, num_processes: int = 1, seed: int = 0, megabatch_mult: int | None = None):
+    def __init__(self, lengths: Sequence[int], batch_size: int, num_processes: int = 1, seed: int = 0):
         self.lengths = list(lengths)
         self.global_batch = batch_size * num_processes
-        self.megabatch_mult = megabatch_mult or default_megabatch_mult(len(self.lengths), self.global_batch)
+        self.megabatch_mult = default_megabatch_mult(len(self.lengths), self.global_batch)
         self.seed = seed
         self.epoch = 0
 
