@@ -183,3 +183,11 @@ def test_the_collator_keeps_the_truth_aside_for_image_only_batches(pngs):
     batch = Collator(tokenizer, tokenizer, 16, 3)([dataset[0], dataset[1]])
     assert set(batch) == {"ids", "pixel_values", "image_mask", "findings"}
     assert batch["findings"] == ["heart normal .", "lungs clear ."] and batch["pixel_values"].shape == (2, 1, 3, 2, 2)
+
+
+def test_a_batch_of_one_study_collates(pngs):
+    tokenizer = _word_tokenizer()
+    manifest, studies = _studies(pngs)
+    dataset = TrainingDataset(studies, {s.id: s.findings for s in studies}, manifest, _shade_preprocess, 2, 3)
+    batch = Collator(tokenizer, tokenizer, 16, 3)([dataset[1]])
+    assert batch["ids"] == ["b"] and batch["report_ids"].tolist() == [_ids("lungs clear .") + [WORDS.index("</s>")]]
