@@ -99,7 +99,8 @@ def write_resized_copies(
     check_resize(edge)
     out = Path(out)
     folder = out / copy_folder_name(edge)
-    sources = sorted({str(Path(p).resolve()) for s in studies for p in s.images})
+    resolved = {p: str(Path(p).resolve()) for s in studies for p in s.images}  # once per path: resolve() stats the disk
+    sources = sorted(set(resolved.values()))
     if not sources:
         return list(studies)
     root = str(Path(source_root).resolve())
@@ -115,28 +116,23 @@ def write_resized_copies(
             copy = resized(load_image(source), edge)
         except ImageError as err:
             return err
-        target.parent.mkdir(parents=True, exist_ok=True)
         with atomic.atomic_open(target, "wb") as handle:
             copy.save(handle, format="PNG")
         return "written"
 
     started = time.perf_counter()
-    outcomes: dict[str, str | ImageError] = {}
-    for source, outcome in zip(
-        sources,
-        tqdm(threaded(write, sources, workers), total=len(sources), desc=f"resizing images to {edge} px", unit="img"),
-    ):
-        outcomes[source] = outcome
+    progress = tqdm(threaded(write, sources, workers), total=len(sources), desc=f"resizing images to {edge} px", unit="img")
+    outcomes: dict[str, str | ImageError] = dict(zip(sources, progress))
 
     kept = []
     for study in studies:
         paths, views = [], []
         for index, path in enumerate(study.images):
-            outcome = outcomes[str(Path(path).resolve())]
+            outcome = outcomes[resolved[path]]
             if isinstance(outcome, ImageError):
                 report.fix(study.id, f"image_dropped:{outcome.reason}", str(outcome))
                 continue
-            paths.append(os.path.relpath(targets[str(Path(path).resolve())], out))
+            paths.append(os.path.relpath(targets[resolved[path]], out))
             if len(study.views) == len(study.images):
                 views.append(study.views[index])
         if not paths:
