@@ -84,26 +84,51 @@ def vet_images(
         except ImageError as err:
             return record_id, index, err
 
-    usable: dict[str, list[int]] = {s.id: [] for s in studies}
-    problems: dict[str, list[str]] = {}
-    for record_id, index, outcome in tqdm(
+    outcomes = {(record_id, index): outcome for record_id, index, outcome in tqdm(
         threaded(vet, jobs, workers), total=len(jobs), desc=f"checking images ({level})", unit="img"
-    ):
+    )}
+
+    def kept_path(study: Study, index: int) -> str | ImageError:
+        outcome = outcomes[study.id, index]
         if isinstance(outcome, ImageError):
-            report.fix(record_id, f"image_dropped:{outcome.reason}", str(outcome))
-            problems.setdefault(record_id, []).append(outcome.reason)
-            continue
-        usable[record_id].append(index)
+            return outcome
         for fix in outcome:
-            report.fix(record_id, f"image_{fix}")
+            report.fix(study.id, f"image_{fix}")
+        return study.images[index]
+
+    return keep_images(studies, kept_path, report)
+
+
+def keep_images(
+    studies: Sequence[Study],
+    outcome: Callable[[Study, int], str | ImageError],
+    report: PrepareReport,
+    why_none: str | None = None,
+) -> list[Study]:
+    """Each study with the images ``outcome`` keeps; a study left with none is skipped (``no_usable_images``).
+
+    ``outcome(study, index)`` gives the path to keep for the study's image
+    ``index`` (its own, or a copy's), or the :class:`ImageError` that drops it,
+    recorded as the fix ``image_dropped:<reason>``. It is called once per
+    image, in order. Views stay paired with their images. The skip's detail is
+    ``why_none``, or else the dropped images' reasons.
+    """
     kept = []
     for study in studies:
-        indices = sorted(usable[study.id])
-        if not indices:
-            report.skip(study.id, "no_usable_images", ", ".join(problems.get(study.id, ["no images"])))
+        paths, indices, problems = [], [], []
+        for index in range(len(study.images)):
+            result = outcome(study, index)
+            if isinstance(result, ImageError):
+                report.fix(study.id, f"image_dropped:{result.reason}", str(result))
+                problems.append(result.reason)
+                continue
+            paths.append(result)
+            indices.append(index)
+        if not paths:
+            report.skip(study.id, "no_usable_images", why_none or ", ".join(problems or ["no images"]))
             continue
         views = tuple(study.views[i] for i in indices) if len(study.views) == len(study.images) else study.views
-        kept.append(dataclasses.replace(study, images=tuple(study.images[i] for i in indices), views=views))
+        kept.append(dataclasses.replace(study, images=tuple(paths), views=views))
     return kept
 
 

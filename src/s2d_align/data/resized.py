@@ -28,7 +28,6 @@ source is reused, so an interrupted prepare resumes where it stopped.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from pathlib import Path
@@ -94,7 +93,7 @@ def write_resized_copies(
     decode here drops out as in :func:`s2d_align.data.assembly.vet_images`
     (``image_dropped:<reason>``), and a study left with none is skipped.
     """
-    from s2d_align.data.assembly import threaded
+    from s2d_align.data.assembly import keep_images, threaded
 
     check_resize(edge)
     out = Path(out)
@@ -124,23 +123,12 @@ def write_resized_copies(
     progress = tqdm(threaded(write, sources, workers), total=len(sources), desc=f"resizing images to {edge} px", unit="img")
     outcomes: dict[str, str | ImageError] = dict(zip(sources, progress))
 
-    kept = []
-    for study in studies:
-        paths, views = [], []
-        for index, path in enumerate(study.images):
-            outcome = outcomes[resolved[path]]
-            if isinstance(outcome, ImageError):
-                report.fix(study.id, f"image_dropped:{outcome.reason}", str(outcome))
-                continue
-            paths.append(os.path.relpath(targets[resolved[path]], out))
-            if len(study.views) == len(study.images):
-                views.append(study.views[index])
-        if not paths:
-            report.skip(study.id, "no_usable_images", "no image could be resized")
-            continue
-        kept.append(dataclasses.replace(
-            study, images=tuple(paths), views=tuple(views) if len(study.views) == len(study.images) else study.views
-        ))
+    def kept_path(study: Study, index: int) -> str | ImageError:
+        source = resolved[study.images[index]]
+        outcome = outcomes[source]
+        return outcome if isinstance(outcome, ImageError) else os.path.relpath(targets[source], out)
+
+    kept = keep_images(studies, kept_path, report, why_none="no image could be resized")
     counts = [o for o in outcomes.values() if isinstance(o, str)]
     report.notes["resized_copies"] = {
         "image_size": edge,
