@@ -100,7 +100,7 @@ def test_radcliq_matches_radeval_composite_metric(metric_models):
     scores = ours.scores()
     assert scores["radcliq_v1_inverse"] == pytest.approx(inverse, abs=1e-6)
     assert scores["radcliq_v1_inverse"] == pytest.approx(1 / scores["radcliq_v1"], rel=1e-12)
-    np.testing.assert_allclose(ours.per_report["radcliq_v1"], PINNED["radcliq_v1"], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(ours.per_report["radcliq_v1"], PINNED["radcliq_v1"], atol=PINNED_FLOAT32, rtol=0)
     assert "radcliq_v1_inverse: 1 / that mean (RadEval's aggregate 'radcliq_v1'" in ours.convention
 
 
@@ -125,7 +125,7 @@ def test_ratescore_matches_radeval(metric_models):
                           use_gpu=False)
     expected, _, _ = reference.compute_score(candidate_list=HYPS, reference_list=REFS)
     np.testing.assert_allclose(ours.per_report["ratescore"], expected, atol=1e-6, rtol=0)
-    np.testing.assert_allclose(ours.per_report["ratescore"], PINNED["ratescore"], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(ours.per_report["ratescore"], PINNED["ratescore"], atol=PINNED_FLOAT32, rtol=0)
     assert "'long' affinity matrix" in ours.convention
 
 
@@ -173,7 +173,7 @@ def test_hub_defaults_offline_match_radeval(tmp_path, metric_models):
         np.testing.assert_allclose(result["ours"][key], result["radeval"][key], atol=1e-6, rtol=0, err_msg=key)
     assert result["inverse"] == pytest.approx(result["radeval"]["inverse"], abs=1e-6)
     np.testing.assert_allclose(result["ours"]["rg_e"], PINNED["rg_e"], atol=1e-9, rtol=0)  # the same models
-    np.testing.assert_allclose(result["ours"]["radcliq_v1"], PINNED["radcliq_v1"], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(result["ours"]["radcliq_v1"], PINNED["radcliq_v1"], atol=PINNED_FLOAT32, rtol=0)
 
 
 # ----------------------------------------------------------------------------- GREEN
@@ -233,9 +233,9 @@ def test_cli_evaluate_and_compare_with_the_radeval_metrics(tmp_path, metric_mode
                  "bleu,radgraph,radcliq,ratescore", *models, "--bootstrap", "50", "--metric-device", "cpu"]) == 0
     metrics = json.loads(out.read_text())
     assert metrics["rg_e"] == pytest.approx(np.mean(PINNED["rg_e"]), abs=1e-9)
-    assert metrics["radcliq_v1"] == pytest.approx(np.mean(PINNED["radcliq_v1"]), abs=1e-6)
-    assert metrics["radcliq_v1_inverse"] == pytest.approx(1 / np.mean(PINNED["radcliq_v1"]), rel=1e-6)
-    assert metrics["ratescore"] == pytest.approx(np.mean(PINNED["ratescore"]), abs=1e-6)
+    assert metrics["radcliq_v1"] == pytest.approx(np.mean(PINNED["radcliq_v1"]), abs=PINNED_FLOAT32)
+    assert metrics["radcliq_v1_inverse"] == pytest.approx(1 / np.mean(PINNED["radcliq_v1"]), rel=PINNED_FLOAT32)
+    assert metrics["ratescore"] == pytest.approx(np.mean(PINNED["ratescore"]), abs=PINNED_FLOAT32)
     for key in ("rg_e", "rg_er", "rg_er_bar", "radcliq_v1", "radcliq_v1_inverse", "ratescore"):
         low, high = metrics["confidence_intervals"][key]
         assert low <= metrics[key] <= high, key
@@ -279,3 +279,9 @@ PINNED = {
     "ratescore": [0.804767038223115, 0.8722584388651797, 0.5, 1.0000001192092896],
 }
 """The tiny models' numbers (conftest.py's seeds), as computed on a CPU."""
+
+PINNED_FLOAT32 = 1e-5
+"""How far a pinned float32 model score may move from one machine to another. The parity checks
+above compare with RadEval on the same machine within 1e-6; a pin recorded on one CPU is read on
+others, whose float32 kernels (AVX2 against AVX-512, oneDNN against MKL) round differently: CI's
+machine put RadCliQ-v1's second report 1.3e-6 from the pin. RadGraph's pins are exact counts."""
