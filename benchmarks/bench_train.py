@@ -8,7 +8,11 @@ For each stage of the recipe this measures
 * its **FLOPs** per step, counted by ``torch.utils.flop_counter.FlopCounterMode``
   over one forward + backward;
 * **MFU** = FLOPs per step / step time / peak, against a float32 matmul peak
-  measured in the same run (printed);
+  measured in the same run, interleaved with the stage's step timings (each
+  repeat times the matmuls, then the steps) and printed per stage: on this
+  shared machine the peak alone moves by a third from one minute to the next
+  (96 to 143 GFLOP/s over four runs on 2026-12-02), so a peak taken once at the start made MFU
+  swing with it;
 * the **trainer**: ``s2d_align.training.loop.train`` on the same manifest, one
   epoch of the stage, its samples/s over wall time from the stage's start to
   its end (data loading and the one evaluation, capped at one batch, included)
@@ -31,12 +35,12 @@ from pathlib import Path
 import torch
 
 
-def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
-    """FLOP/s of float32 square matmuls on this machine, now (best of three)."""
+def matmul_peak(size: int = 1024, repeats: int = 20, tries: int = 3) -> float:
+    """FLOP/s of float32 square matmuls on this machine, now (best of ``tries``)."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b
     best = float("inf")
-    for _ in range(3):
+    for _ in range(tries):
         started = time.perf_counter()
         for _ in range(repeats):
             a @ b
@@ -92,9 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     size = config.train.batch_size
     batches = [collate([dataset[i * size + j] for j in range(size)]) for i in range(args.steps)]
 
-    peak = matmul_peak()
-    print(f"matmul peak (float32, 1024^3, {torch.get_num_threads()} threads): {peak / 1e9:.1f} GFLOP/s")
-    print(f"{'stage':<6} {'GFLOP/step':>10} {'bare s/step':>11} {'bare samp/s':>11} {'MFU':>6} "
+    print(f"matmul peak: float32, 1024^3, {torch.get_num_threads()} threads, best of the stage's repeats")
+    print(f"{'stage':<6} {'GFLOP/step':>10} {'bare s/step':>11} {'bare samp/s':>11} {'peak GF/s':>9} {'MFU':>6} "
           f"{'trainer samp/s (wall)':>21} {'(steps only)':>12} {'wall/bare':>9}")
     for stage in config.train.stages:
         params = apply_stage(model, stage)
@@ -106,8 +109,9 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.zero_grad(set_to_none=True)
         flops = counter.get_total_flops()
         bare_step(model, params, batches[:1], context, optimizer)  # warm-up
-        best = float("inf")
+        best, peak = float("inf"), 0.0
         for _ in range(args.repeats):
+            peak = max(peak, matmul_peak(tries=1))
             started = time.perf_counter()
             bare_step(model, params, batches, context, optimizer)
             best = min(best, (time.perf_counter() - started) / len(batches))
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         (result,) = train(one, run)
         wall = time.perf_counter() - started
         trainer = len(train_studies) / wall
-        print(f"{stage.name:<6} {flops / 1e9:>10.2f} {best:>11.3f} {bare:>11.1f} {flops / best / peak:>6.1%} "
+        print(f"{stage.name:<6} {flops / 1e9:>10.2f} {best:>11.3f} {bare:>11.1f} {peak / 1e9:>9.1f} {flops / best / peak:>6.1%} "
               f"{trainer:>21.1f} {result.samples_per_second:>12.1f} {trainer / bare:>9.0%}")
 
 
