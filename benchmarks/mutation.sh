@@ -20,6 +20,7 @@ REV=${1:-HEAD}
 MODULES=${2:-"src/s2d_align/evaluation/bootstrap.py src/s2d_align/models/adapter.py"}
 TESTS=${3:-"tests/evaluation/test_bootstrap.py tests/models/test_adapter.py"}
 PYTHON=${PYTHON:-python}
+case "$PYTHON" in */*) PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")" ;; esac  # a relative path must survive the cd below
 CHILDREN=${CHILDREN:-2}
 ROOT=$(git rev-parse --show-toplevel)
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/s2d-mutation.XXXXXX")
