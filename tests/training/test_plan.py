@@ -297,3 +297,182 @@ def test_plan_reads_the_real_hub_layouts(standins, tiny_world):
     assert [s.trainable_total for s in result.stages] == [18_501_632, 18_501_632 * 2 - 131_072 + 2 * 2_498_560,
                                                          18_501_632 * 3 - 2 * 131_072 + 2 * 2_498_560]
     assert result.train_samples == 16
+
+
+# --------------------------------------------------------------------------- each term, exactly
+
+
+def counted_apart(run_forward) -> tuple[int, int]:
+    """FLOPs that torch counts in ``run_forward()`` and in the backward of the sum of what it returns."""
+    with FlopCounterMode(display=False, custom_mapping=cpu_attention_formulas()) as forward:
+        out = run_forward()
+    with FlopCounterMode(display=False, custom_mapping=cpu_attention_formulas()) as backward:
+        out.sum().backward()
+    return forward.get_total_flops(), backward.get_total_flops()
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("sma", (22_784, 41_088, 4)), ("sma_unshared", (22_784, 41_088, 4)), ("mlp", (10_752, 17_472, 7)),
+    ("mlp_msa", (40_320, 79_520, 7)), ("mlp_qformer", (80_640, 153_344, 4)),
+])
+def test_adapter_flops_are_what_torch_counts(kind, expected):
+    """Each connector's forward and backward over one sample, to the FLOP: features carry no gradient,
+    every connector parameter trains; every width differs, so a swapped dimension shows."""
+    from types import SimpleNamespace
+
+    from s2d_align.models.adapter import build_connector
+    from s2d_align.training.costs import adapter_flops
+
+    widths = dict(num_memory=4, memory_dim=16, hidden_size=24, num_heads=2, dropout=0.0, qformer_layers=2)
+    torch.manual_seed(0)
+    module = build_connector(kind, {"image": 12}, 20, **widths).train()
+    features, mask = torch.randn(1, 7, 12), torch.ones(1, 7, dtype=torch.bool)
+    tokens = []
+    forward, backward = counted_apart(lambda: tokens.append(module("image", features, mask)[0]) or tokens[-1])
+    estimate, emitted = adapter_flops(SimpleNamespace(kind=kind, **widths), 7, 12, 20)
+    assert (estimate.forward, estimate.backward, emitted) == (forward, backward, tokens[0].shape[1]) == expected
+
+
+def test_encoder_flops_are_what_torch_counts():
+    """The frozen encoders' forward to the FLOP (patch convolution included, no pooler), no backward;
+    the ViT's token count is CLS + registers + patches."""
+    from transformers import BertConfig, BertModel, Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+
+    from s2d_align.training.costs import encoder_flops, vision_tokens
+
+    vit = dict(hidden_size=24, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=3, image_size=28, patch_size=7)
+    torch.manual_seed(0)
+    for config, model_class, expected in ((Dinov2Config(**vit), Dinov2Model, (560_064, 17)),
+                                          (Dinov2WithRegistersConfig(**vit, num_register_tokens=3),
+                                           Dinov2WithRegistersModel, (650_496, 20))):
+        model, shape = model_class(config).eval(), shape_from_config(config)
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=cpu_attention_formulas()) as counter:
+            hidden = model(pixel_values=torch.randn(1, 3, 28, 28)).last_hidden_state
+        flops = encoder_flops(shape, vision_tokens(shape))
+        assert (flops.forward, vision_tokens(shape)) == (counter.get_total_flops(), hidden.shape[1]) == expected
+        assert flops.backward == flops.recompute == 0
+    config = BertConfig(hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40, vocab_size=50)
+    model = BertModel(config, add_pooling_layer=False).eval()
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=cpu_attention_formulas()) as counter:
+        model(input_ids=torch.zeros(1, 9, dtype=torch.long), attention_mask=torch.ones(1, 9, dtype=torch.long))
+    flops = encoder_flops(shape_from_config(config), 9)
+    assert flops.forward == counter.get_total_flops() == 167_616 and flops.backward == 0
+
+
+def test_flops_totals():
+    flops = Flops(forward=1.0, backward=2.0, recompute=4.0)
+    assert (flops.model(), flops.executed()) == (3.0, 7.0)
+    assert (flops + flops.scaled(10)).executed() == 77.0
+    assert Flops().attention(3, 5, 2, grad=False).backward == 0.0
+
+
+@pytest.mark.parametrize("targets", ["all-linear", ["q_proj", "v_proj", "down_proj"], ["k_proj", "up_proj", "o_proj"]])
+def test_layer_activations_with_lora_dropout_and_target_lists(targets):
+    """The activation estimate against what autograd saves, with LoRA dropout on and off, frozen and
+    trainable LoRA, three target lists, grouped-query attention and an MLP width that is not 2 x hidden.
+    CPU dropout keeps its mask in float32, 3 bytes a value more than the 1-byte mask the estimate
+    counts for CUDA (see ``llm_layer_activation_bytes``)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from s2d_align.training.costs import llm_layer_activation_bytes, lora_targets
+
+    config = LlamaConfig(hidden_size=16, intermediate_size=40, num_hidden_layers=1, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=32)
+    shape, batch, length = shape_from_config(config), 2, 5
+    measured = {}
+    for dropout in (0.0, 0.1):
+        for trainable in (False, True):
+            torch.manual_seed(0)
+            llm = LlamaForCausalLM(config).requires_grad_(False)
+            llm = get_peft_model(llm, LoraConfig(r=3, lora_alpha=6, lora_dropout=dropout, target_modules=targets,
+                                                 task_type="CAUSAL_LM")).train()
+            for name, parameter in llm.named_parameters():
+                parameter.requires_grad_(trainable and "lora_" in name)
+            parameters = {p.untyped_storage().data_ptr() for p in llm.parameters()}
+            saved: dict[int, int] = {}
+
+            def pack(tensor):
+                pointer = tensor.untyped_storage().data_ptr()
+                if pointer not in parameters:
+                    saved[pointer] = max(saved.get(pointer, 0), tensor.untyped_storage().nbytes())
+                return tensor
+
+            base = llm.get_base_model().model
+            hidden = torch.randn(batch, length, 16, requires_grad=True)
+            positions = torch.arange(length).expand(batch, length)
+            rotary = base.rotary_emb(hidden, positions)
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+                base.layers[0](hidden, attention_mask=None, position_ids=positions, position_embeddings=rotary)
+            masks = batch * length * sum(d_in for d_in, _ in lora_targets(shape, targets)) if dropout else 0
+            estimate = batch * length * llm_layer_activation_bytes(shape, targets, 3, trainable, dropout, 4)
+            assert estimate + 3 * masks == sum(saved.values()), (dropout, trainable)
+            measured[dropout, trainable] = sum(saved.values())
+    expected = {
+        "all-linear": [8_560, 12_280, 14_000, 20_280],
+        "q_proj": [8_560, 11_160, 11_440, 14_680],
+        "k_proj": [8_560, 10_200, 10_480, 12_760],
+    }[targets if isinstance(targets, str) else targets[0]]
+    assert list(measured.values()) == expected
+
+
+def test_connector_parameter_groups_count_what_each_connector_builds():
+    from types import SimpleNamespace
+
+    from s2d_align.models.adapter import build_connector
+    from s2d_align.training.costs import connector_parameter_groups
+
+    widths = dict(num_memory=4, memory_dim=16, hidden_size=24, num_heads=2, dropout=0.1, qformer_layers=3)
+    in_dims = {"image": 12, "reference": 10}
+    for kind in ("sma", "sma_unshared", "mlp", "mlp_msa", "mlp_qformer"):
+        groups = connector_parameter_groups(SimpleNamespace(kind=kind, **widths), in_dims, 20)
+        module = build_connector(kind, dict(in_dims), 20, **widths)
+        params = dict(module.named_parameters())
+        assert groups == {g: sum(params[n].numel() for n in names) for g, names in module.parameter_groups().items()}
+        assert sum(groups.values()) == numel(module)
+    # one Q-Former block of width 16 over 12-wide features: self-attention 3*16*16+48 + 16*16+16,
+    # cross-attention 16*16 + 2*16*12 + 48 + 16*16+16, feed-forward 16*64+64 + 64*16+16, three LayerNorms 3*32
+    qformer = connector_parameter_groups(SimpleNamespace(kind="mlp_qformer", **widths), in_dims, 20)
+    assert qformer["image"] - connector_parameter_groups(
+        SimpleNamespace(kind="mlp_qformer", **{**widths, "qformer_layers": 2}), in_dims, 20)["image"] == 4_272
+
+
+def test_read_shape_errors_name_the_key_and_the_first_line_of_the_cause(tmp_path, monkeypatch):
+    from transformers import GPT2Config, PretrainedConfig
+
+    from s2d_align.training.costs import read_shape
+
+    GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(ConfigError, match=r"^model\.llm\.name_or_path: model_type 'gpt2' is not in the cost model"):
+        read_shape(str(tmp_path / "gpt2"), "model.llm.name_or_path")
+    for error, reason in ((OSError("the first line\nthe second"), "(the first line)"), (OSError(), "(OSError)")):
+        def fail(*args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(PretrainedConfig, "get_config_dict", fail)
+        with pytest.raises(ConfigError) as raised:
+            read_shape("some/model", "model.text.name_or_path")
+        assert str(raised.value) == (f"model.text.name_or_path='some/model': cannot read its config.json {reason}; "
+                                     "pass model.text.name_or_path=<a local folder with config.json>")
+
+
+def test_read_shape_never_runs_a_configs_remote_code(tmp_path):
+    """A folder whose config names its own class through ``auto_map``: the cost model must refuse it,
+    not import the module (which would write a marker file)."""
+    import json
+
+    from s2d_align.training.costs import read_shape
+
+    folder, marker = tmp_path / "custom", tmp_path / "ran"
+    folder.mkdir()
+    (folder / "configuration_custom.py").write_text(
+        "import pathlib\n"
+        f"pathlib.Path({str(marker)!r}).write_text('ran')\n"
+        "from transformers import LlamaConfig\n"
+        "class CustomConfig(LlamaConfig):\n    model_type = 'custom_llm'\n")
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "custom_llm", "auto_map": {"AutoConfig": "configuration_custom.CustomConfig"},
+        "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16}))
+    with pytest.raises(ConfigError, match="cannot read its config.json"):
+        read_shape(str(folder), "model.llm.name_or_path")
+    assert not marker.exists()

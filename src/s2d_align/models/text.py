@@ -56,14 +56,19 @@ def is_bert_family(config: dict) -> bool:
     return custom and ("bert" in model_type.lower() or any("Bert" in a for a in architectures))
 
 
+def bert_config(config: dict):
+    """A ``BertConfig`` from a BERT-family ``config.json``, without the fields that name custom code."""
+    from transformers import BertConfig
+
+    return BertConfig.from_dict({k: v for k, v in config.items() if k not in ("auto_map", "architectures", "model_type")})
+
+
 def load_bert_encoder(name_or_path: str, config: dict):
     """A plain ``BertModel`` (no pooler) from a BERT-family checkpoint: ``bert.`` stripped, heads dropped."""
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
-    fields = {k: v for k, v in config.items() if k not in ("auto_map", "architectures", "model_type")}
-    bert_config = BertConfig.from_dict(fields)
     model, info = BertModel.from_pretrained(
-        name_or_path, config=bert_config, add_pooling_layer=False, output_loading_info=True
+        name_or_path, config=bert_config(config), add_pooling_layer=False, output_loading_info=True
     )
     missing = [k for k in info["missing_keys"] if not k.endswith("position_ids")]
     unexpected = [k for k in info["unexpected_keys"] if not k.startswith(DROPPED_PREFIXES)]

@@ -80,15 +80,14 @@ def read_shape(name_or_path: str, key: str) -> Shape:
     ``key`` is the recipe key that named it, so that a config which cannot be
     read gives one line saying which setting to change.
     """
-    from transformers import AutoConfig, BertConfig, PretrainedConfig
+    from transformers import AutoConfig, PretrainedConfig
 
-    from s2d_align.models.text import is_bert_family
+    from s2d_align.models.text import bert_config, is_bert_family
 
     try:
         raw, _ = PretrainedConfig.get_config_dict(name_or_path)
         if is_bert_family(raw):  # CXR-BERT names its own config class; its shapes are BERT's
-            fields = {k: v for k, v in raw.items() if k not in ("auto_map", "architectures", "model_type")}
-            config = BertConfig.from_dict(fields)
+            config = bert_config(raw)
         else:
             config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
     except Exception as err:  # noqa: BLE001 - hub, file and parse errors all mean the same to the user
