@@ -22,6 +22,7 @@ def test_rows_count_steps_across_stages(tmp_path):
     paths = write_curves(tmp_path, _results())
     with paths["csv"].open() as handle:
         written = list(csv.DictReader(handle))
+    assert paths["csv"].read_bytes().startswith(b"stage,step,run_step,epoch,train_loss,val_loss\ns1,3,3,1,4.0,3.0\n")
     assert written[2] == {"stage": "s2", "step": "4", "run_step": "10", "epoch": "1", "train_loss": "1.8", "val_loss": "1.5"}
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -35,9 +36,10 @@ def test_the_png_draws_train_and_validation_per_stage_on_the_run_wide_axis(tmp_p
         axis = figure.axes[0]
         drawn.update(path=path, kwargs=kwargs, size=tuple(figure.get_size_inches()), title=axis.get_title(),
                      x=axis.get_xlabel(), y=axis.get_ylabel(),
-                     legend=[t.get_text() for t in axis.get_legend().get_texts()],
+                     legend=[(t.get_text(), t.get_fontsize()) for t in axis.get_legend().get_texts()],
+                     grid=axis.xaxis.get_gridlines()[0].get_alpha(),
                      lines=[(line.get_label(), list(line.get_xdata()), list(line.get_ydata()), line.get_linestyle(),
-                             line.get_marker(), line.get_color()) for line in axis.get_lines()])
+                             line.get_marker(), line.get_markersize(), line.get_color()) for line in axis.get_lines()])
 
     monkeypatch.setattr(atomic, "save_figure", capture)
     empty = StageResult("s0", 0.0, 0, 0, 0.0, "max epochs", [])  # a stage without validations draws nothing
@@ -49,12 +51,13 @@ def test_the_png_draws_train_and_validation_per_stage_on_the_run_wide_axis(tmp_p
     assert (drawn["title"], drawn["x"], drawn["y"]) == ("training curves per stage", "optimizer step (whole run)",
                                                          "report-token loss")
     assert drawn["lines"] == [
-        ("s1 train", [3, 6], [4.0, 2.5], "--", "None", "C0"),
-        ("s1 validation", [3, 6], [3.0, 2.0], "-", "o", "C0"),
-        ("s2 train", [10], [1.8], "--", "None", "C2"),  # each stage keeps its colour, drawn or not
-        ("s2 validation", [10], [1.5], "-", "o", "C2"),
+        ("s1 train", [3, 6], [4.0, 2.5], "--", "None", 6.0, "C0"),
+        ("s1 validation", [3, 6], [3.0, 2.0], "-", "o", 3.0, "C0"),
+        ("s2 train", [10], [1.8], "--", "None", 6.0, "C2"),  # each stage keeps its colour, drawn or not
+        ("s2 validation", [10], [1.5], "-", "o", 3.0, "C2"),
     ]
-    assert drawn["legend"] == ["s1 train", "s1 validation", "s2 train", "s2 validation"]
+    assert drawn["legend"] == [(name, 8.0) for name in ("s1 train", "s1 validation", "s2 train", "s2 validation")]
+    assert drawn["grid"] == 0.3
 
 
 def test_without_matplotlib_only_the_csv_is_written_with_a_note(tmp_path, monkeypatch, capsys):

@@ -58,7 +58,7 @@ def _state(model) -> dict[str, torch.Tensor]:
 
 
 def test_a_stage_checkpoint_holds_weights_config_and_meta_written_last(tmp_path):
-    config, model, folder = load_config("demo"), _model(0), tmp_path / "s1"
+    config, model, folder = load_config("demo"), _model(0), tmp_path / "run" / "checkpoints" / "s1"
     save_checkpoint(folder, model, config, {"stage": "s1", "step": 7, "complete": True})
     assert sorted(p.name for p in folder.iterdir()) == sorted([CONNECTOR_FILE, LORA_DIR, "config.yaml", META_FILE])
     meta = json.loads((folder / META_FILE).read_text())
@@ -113,8 +113,9 @@ def test_resume_state_is_absent_until_written_and_after_it_is_begun_or_dropped(t
     model = _model(0)
     optimizer, scheduler = _optimizer(model)
     assert load_resume_state(tmp_path, model, optimizer, scheduler) is None
-    begin_resume_state(tmp_path)  # makes the folder, writes nothing
-    assert (tmp_path / LAST_DIR).is_dir() and not any((tmp_path / LAST_DIR).iterdir())
+    begin_resume_state(tmp_path / "run" / "s1")  # makes the folders, writes nothing
+    assert (tmp_path / "run" / "s1" / LAST_DIR).is_dir() and not any((tmp_path / "run" / "s1" / LAST_DIR).iterdir())
+    begin_resume_state(tmp_path)
     save_resume_state(tmp_path, model, optimizer, scheduler, {"step": 1})
     begin_resume_state(tmp_path)  # the old parts stay, but they no longer count
     assert (tmp_path / LAST_DIR / CONNECTOR_FILE).is_file()
@@ -122,3 +123,23 @@ def test_resume_state_is_absent_until_written_and_after_it_is_begun_or_dropped(t
     drop_resume_state(tmp_path)
     assert not (tmp_path / LAST_DIR).exists()
     drop_resume_state(tmp_path)  # nothing to drop: no error
+
+
+def test_a_pickled_object_in_a_received_trainer_state_does_not_run(tmp_path):
+    """``last/trainer_state.pt`` from someone else's run folder is read with ``weights_only=True``."""
+    import pickle
+
+    model = _model(0)
+    optimizer, scheduler = _optimizer(model)
+    begin_resume_state(tmp_path)
+    save_resume_state(tmp_path, model, optimizer, scheduler, {"step": 1})
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (marker.write_text, ("ran",))
+
+    torch.save({"optimizer": Payload(), "scheduler": {}}, tmp_path / LAST_DIR / STATE_FILE)
+    with pytest.raises(pickle.UnpicklingError):
+        load_resume_state(tmp_path, model, optimizer, scheduler)
+    assert not marker.exists()
