@@ -73,9 +73,9 @@ def load_bert_encoder(name_or_path: str, config: dict):
     missing = [k for k in info["missing_keys"] if not k.endswith("position_ids")]
     unexpected = [k for k in info["unexpected_keys"] if not k.startswith(DROPPED_PREFIXES)]
     if missing or unexpected or info["mismatched_keys"]:
-        raise ValueError(
-            f"{name_or_path}: not a BERT checkpoint (missing {missing[:3]}, unexpected {unexpected[:3]}, "
-            f"mismatched {list(info['mismatched_keys'])[:3]}); pass --trust-remote-code to use its own code"
+        raise ValueError(  # the hint first: the one-line load error keeps only the start of this
+            f"not a BERT checkpoint, pass --trust-remote-code to use its own code (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, mismatched {list(info['mismatched_keys'])[:3]})"
         )
     return model
 
