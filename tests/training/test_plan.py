@@ -476,3 +476,87 @@ def test_read_shape_never_runs_a_configs_remote_code(tmp_path):
     with pytest.raises(ConfigError, match="cannot read its config.json"):
         read_shape(str(folder), "model.llm.name_or_path")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("lora_trainable", [False, True])
+def test_llm_flops_are_what_torch_counts(lora_trainable):
+    """The LLM's forward and backward to the FLOP: frozen base weights pay input gradients only, LoRA
+    (on a list of projections) a weight gradient when it trains, logits for the last report + 1 tokens."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from s2d_align.training.costs import llm_flops, lora_targets
+
+    config = LlamaConfig(hidden_size=16, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=50)
+    shape, targets = shape_from_config(config), ["q_proj", "down_proj"]
+    torch.manual_seed(0)
+    llm = get_peft_model(LlamaForCausalLM(config).requires_grad_(False),
+                         LoraConfig(r=3, lora_alpha=6, lora_dropout=0.0, target_modules=targets)).train()
+    for name, parameter in llm.named_parameters():
+        parameter.requires_grad_(lora_trainable and "lora_" in name)
+    inputs = torch.randn(1, 11, 16, requires_grad=True)  # the adapter tokens carry a gradient
+    forward, backward = counted_apart(lambda: llm(inputs_embeds=inputs, logits_to_keep=5).logits)
+    flops = llm_flops(shape, 11, 4, lora_targets(shape, targets), 3, lora_trainable, checkpointing=False)
+    assert (flops.forward, flops.backward, flops.recompute) == (forward, backward, 0.0)
+    assert (forward, backward) == {False: (153_376, 176_608), True: (153_376, 188_224)}[lora_trainable]
+    checkpointed = llm_flops(shape, 11, 4, lora_targets(shape, targets), 3, lora_trainable, checkpointing=True)
+    lm_head = 2.0 * 5 * 16 * 50
+    assert checkpointed.recompute == checkpointed.forward - lm_head  # every decoder layer once more, not the head
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"attention_bias": True},
+    {"mlp_bias": True},
+    {"tie_word_embeddings": True},
+    {"head_dim": 6},  # wider than hidden / heads
+    {"num_key_value_heads": None},  # no grouped-query attention
+])
+def test_llama_parameter_counts_follow_every_option(overrides):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(**{"hidden_size": 16, "intermediate_size": 40, "num_hidden_layers": 2,
+                            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 50,
+                            "max_position_embeddings": 64, **overrides})
+    shape = shape_from_config(config)
+    with torch.device("meta"):
+        assert parameter_count(shape) == numel(LlamaForCausalLM(config))
+    assert (shape.model_type, shape.positions, shape.head_dim) == ("llama", 64, overrides.get("head_dim", 4))
+    assert shape.kv_heads == (4 if "num_key_value_heads" in overrides else 2)
+
+
+def test_mistral_and_a_one_channel_vit_with_registers_are_counted_exactly():
+    from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel, MistralConfig, MistralForCausalLM
+
+    mistral = MistralConfig(hidden_size=16, intermediate_size=40, num_hidden_layers=1, num_attention_heads=4,
+                            num_key_value_heads=1, vocab_size=30)
+    vit = Dinov2WithRegistersConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2,
+                                    image_size=28, patch_size=14, num_register_tokens=3, num_channels=1)
+    with torch.device("meta"):
+        assert parameter_count(shape_from_config(mistral)) == numel(MistralForCausalLM(mistral))
+        assert parameter_count(shape_from_config(vit)) == numel(Dinov2WithRegistersModel(vit))
+    assert (shape_from_config(vit).registers, shape_from_config(vit).channels) == (3, 1)
+
+
+def test_what_the_cost_model_does_not_know_is_refused_by_name():
+    from types import SimpleNamespace
+
+    from transformers import Dinov2Config, GPT2Config
+
+    from s2d_align.training.costs import adapter_flops, lora_targets
+
+    with pytest.raises(ConfigError) as raised:
+        shape_from_config(GPT2Config(n_layer=1, n_embd=8, n_head=2))
+    assert str(raised.value) == "model: model_type 'gpt2' is not in the cost model (it knows llama, mistral, bert, dinov2)"
+    with pytest.raises(ConfigError) as raised:
+        shape_from_config(Dinov2Config(use_swiglu_ffn=True), "model.vision.name_or_path")
+    assert str(raised.value) == "model.vision.name_or_path: DINOv2 with a SwiGLU feed-forward is not in the cost model"
+    llm = shape_from_config(real_configs(2)[2])
+    with pytest.raises(ConfigError) as raised:
+        lora_targets(llm, ["q_proj", "lm_head", "qkv"])
+    assert str(raised.value) == ("model.lora.target_modules: ['lm_head', 'qkv'] are not projections of llama "
+                                 "(['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'])")
+    with pytest.raises(ConfigError) as raised:
+        adapter_flops(SimpleNamespace(kind="perceiver", memory_dim=8, hidden_size=8), 4, 8, 8)
+    assert str(raised.value) == "model.connector.kind: 'perceiver' is not in the cost model"
