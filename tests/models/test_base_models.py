@@ -110,6 +110,8 @@ def _processor(**settings):
     ({"size": {"height": 10, "width": 12}}, (12, 10)),
     ({"size": {"shortest_edge": 20, "longest_edge": 30}}, (50, 100)),  # a rule the processor applies itself
     ({"size": {}}, (50, 100)),
+    ({"size": {"height": 10}}, (50, 100)),  # half a fixed size: not a rule we know
+    ({"size": None}, (50, 100)),
     ({"size": {"shortest_edge": 20}, "do_resize": False}, (50, 100)),
 ])
 def test_grayscale_is_resized_with_the_processors_own_rule_and_filter(settings, size):
@@ -127,7 +129,10 @@ def test_the_default_filter_is_bicubic_and_other_modes_only_change_colour():
     prepared = ImagePreprocessor(_processor(resample=None, size={"shortest_edge": 20})).prepare(image)
     assert prepared.tobytes() == image.resize((20, 40), resample=Image.Resampling.BICUBIC).convert("RGB").tobytes()
     for mode in ("I;16", "I", "F", "RGB", "P"):  # left for the processor to resize
-        assert ImagePreprocessor(_processor(size={"shortest_edge": 20})).prepare(image.convert(mode)).size == (50, 100)
+        prepared = ImagePreprocessor(_processor(size={"shortest_edge": 20})).prepare(image.convert(mode))
+        assert (prepared.mode, prepared.size) == ("RGB", (50, 100)), mode
+    no_resize_setting = SimpleNamespace(size={"shortest_edge": 20})  # a processor without do_resize does not resize
+    assert ImagePreprocessor(no_resize_setting).prepare(image).size == (50, 100)
 
 
 # --------------------------------------------------------------------------- E_t
@@ -173,7 +178,10 @@ def test_a_bert_family_folder_whose_weights_are_not_a_bert_is_refused(folders, t
 @pytest.mark.parametrize("config, expected", [
     ({"model_type": "bert"}, True),
     ({"model_type": "cxr-bert", "architectures": ["CXRBertModel"]}, True),  # unknown to transformers
-    ({"model_type": "roberta", "auto_map": {}, "architectures": ["MyBertModel"]}, True),  # custom code, BERT weights
+    ({"model_type": "custom-net", "auto_map": {}, "architectures": ["MyBertModel"]}, True),  # custom code, BERT weights
+    ({"model_type": "CXR-Bert"}, True),
+    ({"model_type": "cxr-bert", "architectures": []}, True),
+    ({"model_type": "custom-net", "auto_map": {}, "architectures": ["MybertModel"]}, False),
     ({"model_type": "custom", "auto_map": {}, "architectures": ["CustomModel"]}, False),
     ({"model_type": "roberta", "architectures": ["RobertaModel"]}, False),
     ({"model_type": "roberta", "architectures": ["BertLikeModel"]}, False),  # a class transformers knows
@@ -181,6 +189,34 @@ def test_a_bert_family_folder_whose_weights_are_not_a_bert_is_refused(folders, t
 ])
 def test_which_configs_are_bert_family(config, expected):
     assert is_bert_family(config) is expected
+
+
+def test_a_bert_family_config_keeps_no_trace_of_its_custom_code():
+    from s2d_align.models.text import bert_config
+
+    config = bert_config({"model_type": "cxr-bert", "architectures": ["CXRBertModel"], "hidden_size": 8,
+                          "auto_map": {"AutoModel": "modeling_cxrbert.CXRBertModel"}, "num_attention_heads": 2})
+    saved = config.to_dict()
+    assert (config.hidden_size, saved["model_type"], saved.get("architectures"), "auto_map" in saved) == (
+        8, "bert", None, False)
+
+
+@pytest.mark.parametrize("change", ["fewer layers", "an extra tensor"])
+def test_a_bert_checkpoint_that_does_not_fit_its_config_is_refused(folders, tmp_path, change):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "bert"
+    folder.mkdir()
+    for item in folders["text"].iterdir():
+        (folder / item.name).write_bytes(item.read_bytes())
+    if change == "fewer layers":  # missing keys only
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 2}))
+    else:  # unexpected keys only
+        weights = load_file(folder / "model.safetensors")
+        save_file({**weights, "bert.encoder.extra.weight": torch.zeros(2)}, folder / "model.safetensors")
+    with pytest.raises(ModelLoadError, match=r"not a BERT checkpoint, pass --trust-remote-code"):
+        load_text_encoder(str(folder))
 
 
 def test_the_text_encoder_is_frozen_in_eval_mode():
@@ -217,6 +253,7 @@ def test_lora_wraps_every_linear_frozen_base_identity_and_a_stable_config(folder
     listed, _ = load_llm(str(folders["llm"]))
     listed = add_lora(listed, r=2, alpha=4, dropout=0.1, target_modules=("v_proj", "q_proj"))
     assert sorted(listed.peft_config["default"].target_modules) == ["q_proj", "v_proj"]
+    assert type(listed).__name__ == "PeftModelForCausalLM"  # generate() and logits_to_keep pass through
     assert listed.peft_config["default"].lora_dropout == 0.1
 
 
@@ -251,6 +288,53 @@ def test_long_causes_are_cut_and_folders_are_told_apart(tmp_path):
     assert loading._reason(str(tmp_path), OSError(long)) == f"files are missing or unreadable ({'x' * 160})"
     for name in ("model", "./model", "/nowhere/model", "~/model", "/model/"):
         assert loading._reason(name, OSError("not found")) == "no such folder", name
+
+
+def test_each_loader_names_its_own_key_by_default(tmp_path):
+    missing = str(tmp_path / "nowhere")
+    for load, key in ((load_vision_encoder, "model.vision.name_or_path"), (load_text_encoder, "model.text.name_or_path"),
+                      (text_hidden_size, "model.text.name_or_path"), (load_llm, "model.llm.name_or_path")):
+        with pytest.raises(ModelLoadError) as raised:
+            load(missing)
+        assert str(raised.value) == (f"{key}={missing!r}: cannot be loaded (no such folder); "
+                                     f"pass a local folder: {key}=/path/to/model"), load.__name__
+
+
+EVIL = """import pathlib
+pathlib.Path({marker!r}).write_text("ran")
+from transformers import {base}Config, {base}{head}
+class EvilConfig({base}Config):
+    model_type = "evil-net"
+class EvilModel({base}{head}):
+    config_class = EvilConfig
+"""
+
+
+@pytest.mark.parametrize("name, base, head, auto, load", [
+    ("vision", "Dinov2WithRegisters", "Model", "AutoModel", load_vision_encoder),
+    ("llm", "Llama", "ForCausalLM", "AutoModelForCausalLM", load_llm),
+    ("text", "Bert", "Model", "AutoModel", load_text_encoder),
+])
+def test_no_loader_runs_a_folders_own_code_unless_asked(folders, tmp_path, name, base, head, auto, load):
+    """A folder whose config names its own classes through ``auto_map``: by default nothing of it is
+    imported (the load fails in one line); ``trust_remote_code=True`` does import it."""
+    folder, marker = tmp_path / name, tmp_path / "ran"
+    folder.mkdir()
+    for item in folders[name].iterdir():
+        (folder / item.name).write_bytes(item.read_bytes())
+    (folder / "evil.py").write_text(EVIL.format(marker=str(marker), base=base, head=head))
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="evil-net", architectures=["EvilModel"],
+                  auto_map={"AutoConfig": "evil.EvilConfig", auto: "evil.EvilModel"})
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="cannot be loaded"):
+        load(str(folder))
+    assert not marker.exists()
+    try:
+        load(str(folder), trust_remote_code=True)
+    except Exception:  # noqa: BLE001 - a stand-in need not load in full: that its code ran is the point
+        pass
+    assert marker.read_text() == "ran"
 
 
 def test_other_errors_pass_through_unchanged():

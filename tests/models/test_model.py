@@ -113,10 +113,14 @@ def test_padding_changes_no_studys_loss(tiny_world, kind):
         assert len(set(batch[key].sum(dim=1).tolist())) > 1, key  # lengths differ: padding in every text
     with torch.no_grad():
         sums, counts = model(batch, context)
+        embeds, _ = model.prefix(batch, context)
         for i, item in enumerate(_items(tiny_world, built, max_images=1)):
-            alone, count = model(collate([item]), context)
+            single = collate([item])
+            alone, count = model(single, context)
             assert count.item() == counts[i].item()
             torch.testing.assert_close(sums[i : i + 1], alone, rtol=1e-5, atol=1e-5)
+            if kind == "sma":  # the same number of adapter tokens padded or not: the tokens themselves agree
+                torch.testing.assert_close(embeds[i : i + 1], model.prefix(single, context)[0], rtol=0, atol=1e-6)
 
 
 def test_build_pins_prompt_ids_special_tokens_and_the_connectors_inputs(tiny_world):
@@ -199,7 +203,7 @@ def test_a_broken_encoder_fails_at_build_naming_its_key():
     preprocess = lambda images: torch.zeros(len(images), 3, 8, 8)  # noqa: E731
     tokenizer = lambda texts, **kwargs: {"input_ids": torch.ones(1, 5, dtype=torch.long),  # noqa: E731
                                          "attention_mask": torch.ones(1, 5, dtype=torch.long)}
-    good_vision, good_text = _Fake(torch.zeros(1, 4, 8)), _Fake(torch.zeros(1, 5, 8))
+    good_vision, good_text = _Fake(torch.zeros(1, 1, 8)), _Fake(torch.zeros(1, 5, 8))  # one patch token is enough
     smoke_test_encoders(good_vision, preprocess, good_text, tokenizer, config)  # passes
     smoke_test_encoders(good_vision, preprocess, None, None, config)  # image-only: E_t is not there to test
     cases = [
@@ -221,3 +225,41 @@ def test_a_broken_encoder_fails_at_build_naming_its_key():
             smoke_test_encoders(vision, preprocess, text, tokenizer, config)
         assert str(raised.value) == message
         assert raised.value.__cause__ is not None
+
+
+def test_a_tokenizer_that_adds_bos_itself_gets_it_once_before_the_prompt_only(tiny_world, tmp_path):
+    """Vicuna's tokenizer adds BOS to every text it encodes: the prompt must hold one BOS, the instruction none."""
+    import shutil
+
+    from tokenizers import Tokenizer, processors
+
+    from s2d_align.models.model import build_model
+
+    folder = tmp_path / "llm"
+    shutil.copytree(tiny_world.models["llm"], folder)
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    bos = tokenizer.token_to_id("<s>")
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    tokenizer.save(str(folder / "tokenizer.json"))
+    config = tiny_world.config(f"model.llm.name_or_path={folder}", "model.vision.num_prefix_tokens=2")
+    built = build_model(config.model)
+    assert built.tokenizers.llm("lungs").input_ids[0] == bos  # the tokenizer does add it
+    prompt, instruction = built.model.prompt_ids.tolist(), built.model.instruction_ids.tolist()
+    assert prompt[0] == bos and bos not in prompt[1:] and bos not in instruction
+    assert built.model.vision.num_prefix_tokens == 2  # the recipe's count, not the config's CLS + registers
+
+
+def test_a_text_encoder_that_fails_on_the_dummy_input_stops_the_build(tiny_world, monkeypatch):
+    from s2d_align.models import text
+    from s2d_align.models.model import build_model
+
+    def broken(self, input_ids, attention_mask):
+        raise RuntimeError("remote code from an older revision")
+
+    monkeypatch.setattr(text.TextEncoder, "forward", broken)
+    config = tiny_world.config()
+    with pytest.raises(ValueError) as raised:
+        build_model(config.model)
+    assert str(raised.value) == (f"model.text.name_or_path={config.model.text.name_or_path!r}: loads but fails on a "
+                                 "dummy input (RuntimeError: remote code from an older revision)")
+    assert build_model(config.model, text_encoder=False).model.text is None  # image-only never calls it

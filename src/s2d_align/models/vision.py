@@ -61,10 +61,10 @@ class ImagePreprocessor:
         converted image *is* the grayscale one), and the processor's resize
         then finds nothing to do.
         """
-        if image.mode not in ("L", "I;16", "I", "F"):
+        if image.mode != "L":  # 16-bit, float and colour images: the processor resizes them itself
             return image.convert("RGB")
         size = self._target_size(image.size)
-        if size is not None and size != image.size and image.mode == "L":
+        if size is not None and size != image.size:
             image = image.resize(size, resample=self._resample())
         return image.convert("RGB")
 
