@@ -560,3 +560,180 @@ def test_what_the_cost_model_does_not_know_is_refused_by_name():
     with pytest.raises(ConfigError) as raised:
         adapter_flops(SimpleNamespace(kind="perceiver", memory_dim=8, hidden_size=8), 4, 8, 8)
     assert str(raised.value) == "model.connector.kind: 'perceiver' is not in the cost model"
+
+
+FORMATTED = [
+    'base models: vision {vision} (28,128 params, 1 layers, 17 tokens/image), text {text} (28,032), LLM {llm} (110,272, 2 layers, float32)',
+    'connector sma: 16,384 params; LoRA r=4: 8,704 params',
+    "lengths from the recipe's caps (no manifest): every sample at its longest",
+    'effective batch 4 (train.batch_size x train.grad_accum_steps) on 3 GPU(s) of 0.001 GiB, planned to 90% of it; time at 40% MFU of 989 TFLOP/s (default: H100 SXM dense bf16; A100: 312)',
+    '',
+    'stage s1 [image]',
+    '  trainable parameters  5,504 (memory 64, image 5,440)',
+    '  LLM sequence (tokens) p50 68  p95 68  max 68  (prompt 7 + adapter tokens + instruction 9 + report)',
+    '  FLOPs per sample      mean 36.78 MFLOP, longest 36.78 MFLOP executed (longest, model FLOPs: vision 917632 FLOP, text 0 FLOP, adapters 178176 FLOP, llm 35.68 MFLOP)',
+    '  peak memory, batch 4, checkpointing: 2.5 MiB (weights 0.7 MiB, gradients 0.0 MiB, adamw 0.0 MiB, activations 1.0 MiB, logits 0.7 MiB, encoders+adapters 0.1 MiB)',
+    '  peak memory, batch 4, no checkpointing: 3.2 MiB (weights 0.7 MiB, gradients 0.0 MiB, adamw 0.0 MiB, activations 1.7 MiB, logits 0.7 MiB, encoders+adapters 0.1 MiB)',
+    '  recommended           nothing fits: even one sample exceeds 0.001 GiB',
+    '  time                  0.00 h per epoch (1,000 samples)',
+    '',
+    'stage s2 [image+reference]',
+    '  trainable parameters  19,648 (memory 64, image 5,440, reference 5,440, lora 8,704)',
+    '  LLM sequence (tokens) p50 72  p95 72  max 72  (prompt 7 + adapter tokens + instruction 9 + report)',
+    '  FLOPs per sample      mean 41.40 MFLOP, longest 41.40 MFLOP executed (longest, model FLOPs: vision 917632 FLOP, text 655360 FLOP, adapters 436224 FLOP, llm 39.39 MFLOP)',
+    '  peak memory, batch 4, checkpointing: 3.0 MiB (weights 0.7 MiB, gradients 0.1 MiB, adamw 0.1 MiB, activations 1.3 MiB, logits 0.7 MiB, encoders+adapters 0.1 MiB)',
+    '  peak memory, batch 4, no checkpointing: 4.1 MiB (weights 0.7 MiB, gradients 0.1 MiB, adamw 0.1 MiB, activations 2.4 MiB, logits 0.7 MiB, encoders+adapters 0.1 MiB)',
+    '  recommended           nothing fits: even one sample exceeds 0.001 GiB',
+    '  time                  0.00 h per epoch (1,000 samples)',
+    '',
+    'stage s3 [image+reference+key_phrases]',
+    '  trainable parameters  25,088 (memory 64, image 5,440, reference 5,440, key_phrases 5,440, lora 8,704)',
+    '  LLM sequence (tokens) p50 76  p95 76  max 76  (prompt 7 + adapter tokens + instruction 9 + report)',
+    '  FLOPs per sample      mean 44.89 MFLOP, longest 44.89 MFLOP executed (longest, model FLOPs: vision 917632 FLOP, text 1.31 MFLOP, adapters 694272 FLOP, llm 41.97 MFLOP)',
+    '  peak memory, batch 4, checkpointing: 3.2 MiB (weights 0.7 MiB, gradients 0.1 MiB, adamw 0.2 MiB, activations 1.4 MiB, logits 0.7 MiB, encoders+adapters 0.1 MiB)',
+    '  peak memory, batch 4, no checkpointing: 4.3 MiB (weights 0.7 MiB, gradients 0.1 MiB, adamw 0.2 MiB, activations 2.5 MiB, logits 0.7 MiB, encoders+adapters 0.1 MiB)',
+    '  recommended           nothing fits: even one sample exceeds 0.001 GiB',
+    '  time                  0.00 h per epoch (1,000 samples)',
+]
+"""``s2d-align plan``'s report of the tiny models at the recipe's caps, 3 GPUs of 0.001 GiB, 1,000 samples."""
+
+
+def test_the_report_says_every_figure_of_every_stage(tiny_world):
+    from s2d_align.training.plan import format_plan
+
+    text = format_plan(plan(tiny_world.config(), gpus=3, gpu_memory_gib=0.001, train_samples=1000))
+    for name, folder in tiny_world.models.items():
+        text = text.replace(str(folder), "{" + name + "}")
+    assert text.split("\n") == FORMATTED
+    with_layout = format_plan(plan(tiny_world.config(), manifest=tiny_world.manifest, gpu_memory_gib=1))
+    assert [line for line in with_layout.split("\n") if line.startswith("  recommended")] == [
+        f"  recommended           train.batch_size=4 train.grad_accum_steps=1 model.llm.gradient_checkpointing=false"
+        f" on 1 GPU(s): {size} MiB per device" for size in ("2.1", "2.7", "3.0")]
+    assert with_layout.count("  time                  0.00 h per epoch (16 samples)") == 3
+    without_samples = format_plan(plan(tiny_world.config(), gpu_memory_gib=1))
+    assert without_samples.count("  time                  pass --manifest or --train-samples for hours per epoch") == 3
+
+
+def test_the_plan_of_the_tiny_models_from_their_manifest(tiny_world):
+    """Pinned: every stage's lengths, FLOPs, memory items and layout for the manifest's 16 training studies.
+    (Each term is checked against torch above; this pins how the plan puts them together.)"""
+    from s2d_align.training.plan import Layout
+
+    result = plan(tiny_world.config(), manifest=tiny_world.manifest, gpu_memory_gib=1)
+    expected = {
+        "s1": ({"p50": 36, "p95": 39, "max": 39}, 17_124_256, 19_080_064,
+               {"vision": 917_632, "text": 0, "adapters": 178_176, "llm": 17_984_256},
+               {"weights": 766_080, "gradients": 22_016, "adamw": 44_032, "activations": 582_816, "logits": 280_320,
+                "encoders+adapters": 71_680}, 2_190_016),
+        "s2": ({"p50": 40, "p95": 43, "max": 43}, 20_152_160, 22_524_032,
+               {"vision": 917_632, "text": 444_544, "adapters": 391_296, "llm": 20_770_560},
+               {"weights": 766_080, "gradients": 78_592, "adamw": 157_184, "activations": 837_984, "logits": 280_320,
+                "encoders+adapters": 94_720}, 2_876_736),
+        "s3": ({"p50": 44, "p95": 47, "max": 47}, 22_570_064, 25_037_696,
+               {"vision": 917_632, "text": 640_256, "adapters": 544_512, "llm": 22_935_296},
+               {"weights": 766_080, "gradients": 100_352, "adamw": 200_704, "activations": 915_936, "logits": 280_320,
+                "encoders+adapters": 111_616}, 3_098_432),
+    }
+    for stage in result.stages:
+        sequence, mean, longest, parts, memory, peak = expected[stage.name]
+        assert stage.sequence == sequence
+        assert (stage.flops["mean"].executed(), stage.flops["max"].executed()) == (mean, longest)
+        assert stage.parts == parts and stage.memory["checkpointing"] == memory
+        assert sum(stage.memory["no checkpointing"].values()) == peak
+        assert stage.layout == Layout(4, 1, False, peak)
+        assert stage.hours_per_epoch == pytest.approx(16 * mean / (0.4 * 989e12) / 3600, rel=1e-12)
+        assert stage.memory["no checkpointing"]["activations"] > memory["activations"]  # what checkpointing saves
+        assert memory["gradients"] == 4 * stage.trainable_total and memory["adamw"] == 8 * stage.trainable_total
+    assert (result.train_samples, result.effective_batch) == (16, 4)
+    assert result.source == f"{tiny_world.manifest} (16 training studies)"
+
+
+def test_plan_settings_are_checked_and_devices_share_the_batch(tiny_world):
+    for settings in ({"gpus": 0}, {"gpu_memory_gib": 0}, {"mfu": 0}, {"mfu": 1.01}, {"peak_tflops": 0}):
+        with pytest.raises(ConfigError) as raised:
+            plan(tiny_world.config(), **settings)
+        assert str(raised.value) == "plan: --gpus must be >= 1, --gpu-memory and --peak-tflops > 0, --mfu in (0, 1]"
+    assert plan(tiny_world.config(), mfu=1.0).mfu == 1.0
+    three = plan(tiny_world.config(), gpus=3, gpu_memory_gib=1)  # ceil(4 / 3) = 2 samples per device
+    assert all(s.layout.micro_batch * s.layout.accumulation == 2 for s in three.stages)
+
+
+def test_recommend_at_the_edges():
+    memory = lambda b, ckpt: 10.0 + b * (1.0 if ckpt else 4.0)  # noqa: E731
+    assert recommend(3, 30.0, memory) == recommend(3, 22.0, memory)  # fewer than 4 per device: all of them
+    assert (recommend(3, 22.0, memory).micro_batch, recommend(3, 22.0, memory).checkpointing) == (3, False)
+    layout = recommend(16, 14.5, memory)  # no-checkpointing fits nowhere at 4 or more: checkpointing at 4
+    assert (layout.micro_batch, layout.accumulation, layout.checkpointing, layout.peak_bytes) == (4, 4, True, 14.0)
+    only_plain = lambda b, ckpt: 100.0 if ckpt else 10.0 + 4.0 * b  # noqa: E731
+    layout = recommend(16, 14.5, only_plain)  # the last resort: one sample without checkpointing
+    assert (layout.micro_batch, layout.accumulation, layout.checkpointing, layout.peak_bytes) == (1, 16, False, 14.0)
+
+
+def test_manifest_lengths_are_the_collators(tiny_world):
+    """Reports (capped, EOS included) and references as the collator pads them, study by study;
+    key phrases at their largest draw."""
+    from s2d_align.data.dataset import KEY_PHRASE_SEPARATOR
+    from s2d_align.models.model import build_model
+    from s2d_align.training.plan import load_tokenizer, manifest_lengths, read_models
+
+    config = tiny_world.config("data.max_report_tokens=15")
+    models, llm_tokenizer = read_models(config)
+    text_tokenizer = load_tokenizer(config.model.text.name_or_path, "model.text.name_or_path", bert_family_check=True)
+    assert type(text_tokenizer).__name__ == "BertTokenizer"
+    lengths = manifest_lengths(config, tiny_world.manifest, llm_tokenizer, text_tokenizer)
+    torch.manual_seed(0)
+    built = build_model(config.model)
+    assert (models.prompt_tokens, models.instruction_tokens) == (len(built.model.prompt_ids),
+                                                                len(built.model.instruction_ids))
+    studies = read_manifest(tiny_world.manifest)
+    train = [s for s in studies if s.split == "train"]
+    dataset = TrainingDataset(train, {s.id: s.findings for s in studies}, tiny_world.manifest, built.preprocess, 1,
+                              config.data.max_key_phrases)
+    collate = Collator(built.tokenizers.llm, built.tokenizers.text, 15, config.model.text.max_length)
+    assert len(lengths) == len(train) == 16
+    reports = [int(collate([dataset[i]])["report_mask"].sum()) for i in range(len(train))]
+    references = [int(collate([dataset[i]])["reference_mask"].sum()) for i in range(len(train))]
+    assert [x.report for x in lengths] == reports and max(reports) == 15 and min(reports) < 15  # some meet the cap
+    assert [x.reference for x in lengths] == references
+    phrases = [KEY_PHRASE_SEPARATOR.join(k.text for k in s.key_phrases[: config.data.max_key_phrases]) for s in train]
+    assert [x.key_phrases for x in lengths] == [len(i) for i in text_tokenizer(phrases).input_ids]
+
+
+def test_plan_inputs_fail_in_one_line(tiny_world, tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from s2d_align.training.plan import load_tokenizer, manifest_lengths, read_models
+
+    missing = tmp_path / "nowhere"
+    with pytest.raises(ConfigError) as raised:
+        load_tokenizer(str(missing), "model.llm.name_or_path")
+    message = str(raised.value)
+    assert message.startswith(f"model.llm.name_or_path={str(missing)!r}: cannot load its tokenizer (")
+    assert message.endswith("; pass model.llm.name_or_path=<a local folder with the tokenizer files>")
+    assert "\n" not in message
+
+    def fail(*args, **kwargs):
+        raise OSError()
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", fail)
+    with pytest.raises(ConfigError, match=r": cannot load its tokenizer \(OSError\); "):
+        load_tokenizer(str(tiny_world.models["llm"]), "model.llm.name_or_path")
+    monkeypatch.undo()
+    only_val = tmp_path / "val.jsonl"
+    only_val.write_text("".join(line for line in tiny_world.manifest.read_text().splitlines(keepends=True)
+                                if '"split": "val"' in line))
+    config = tiny_world.config()
+    models, llm_tokenizer = read_models(config)
+    with pytest.raises(ConfigError, match=r"val\.jsonl: no study in the train split$"):
+        manifest_lengths(config, only_val, llm_tokenizer, llm_tokenizer)
+
+
+def test_units_and_percentiles():
+    from s2d_align.training.plan import GIB, _gib, _tera, percentile
+
+    assert [_tera(x) for x in (2.5e12, 1e12, 3e9, 4e6, 999.0)] == [
+        "2.50 TFLOP", "1.00 TFLOP", "3.00 GFLOP", "4.00 MFLOP", "999 FLOP"]
+    assert [_gib(x) for x in (2 * GIB, GIB / 10, GIB / 10 - 2**20)] == ["2.0 GiB", "0.1 GiB", "101.4 MiB"]
+    ordered = list(range(1, 11))
+    assert [percentile(ordered, q) for q in (0, 10, 50, 95, 100)] == [1, 1, 5, 10, 10]
+    assert percentile([7], 50) == 7

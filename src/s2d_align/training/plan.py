@@ -148,10 +148,12 @@ def load_tokenizer(name_or_path: str, key: str, bert_family_check: bool = False)
 def manifest_lengths(config: Config, manifest: Path, llm_tokenizer, text_tokenizer) -> list[Lengths]:
     """Token counts of every training study, tokenised as ``data.dataset.Collator`` does.
 
-    Key phrases count at their largest draw: the first ``max_key_phrases`` of them.
+    Reports over ``data.max_report_tokens`` are cut as the collator cuts them (at a sentence end);
+    key phrases count at their largest draw: the first ``max_key_phrases`` of them.
     """
     from s2d_align.data.dataset import KEY_PHRASE_SEPARATOR
     from s2d_align.data.manifest import read_manifest
+    from s2d_align.data.report_cut import fit_report
 
     studies = read_manifest(manifest)
     findings = {s.id: s.findings for s in studies}
@@ -164,7 +166,10 @@ def manifest_lengths(config: Config, manifest: Path, llm_tokenizer, text_tokeniz
         ids = text_tokenizer(texts, truncation=True, max_length=text_cap).input_ids
         return [len(i) for i in ids]
 
-    reports = [min(len(i), cap - 1) + 1 for i in llm_tokenizer([s.findings for s in train], add_special_tokens=False).input_ids]
+    texts = [s.findings for s in train]
+    counts = [len(i) for i in llm_tokenizer(texts, add_special_tokens=False).input_ids]
+    # a report over the cap is cut at a sentence end (data.report_cut): often shorter than the cap
+    reports = [(n if n < cap else len(fit_report(t, llm_tokenizer, cap)[0])) + 1 for t, n in zip(texts, counts)]
     references = text_counts([findings.get(s.reference_id, "") if s.reference_id else "" for s in train])
     phrases = text_counts([
         KEY_PHRASE_SEPARATOR.join(k.text for k in s.key_phrases[: config.data.max_key_phrases]) for s in train
