@@ -180,6 +180,7 @@ def test_a_bert_family_folder_whose_weights_are_not_a_bert_is_refused(folders, t
     ({"model_type": "cxr-bert", "architectures": ["CXRBertModel"]}, True),  # unknown to transformers
     ({"model_type": "custom-net", "auto_map": {}, "architectures": ["MyBertModel"]}, True),  # custom code, BERT weights
     ({"model_type": "CXR-Bert"}, True),
+    ({"model_type": "gpt2", "auto_map": {}, "architectures": ["GPT2BertModel"]}, True),  # a known type, custom code
     ({"model_type": "cxr-bert", "architectures": []}, True),
     ({"model_type": "custom-net", "auto_map": {}, "architectures": ["MybertModel"]}, False),
     ({"model_type": "custom", "auto_map": {}, "architectures": ["CustomModel"]}, False),
@@ -217,6 +218,22 @@ def test_a_bert_checkpoint_that_does_not_fit_its_config_is_refused(folders, tmp_
         save_file({**weights, "bert.encoder.extra.weight": torch.zeros(2)}, folder / "model.safetensors")
     with pytest.raises(ModelLoadError, match=r"not a BERT checkpoint, pass --trust-remote-code"):
         load_text_encoder(str(folder))
+
+
+def test_a_text_encoder_outside_the_bert_family_loads_through_automodel(folders, tmp_path):
+    from transformers import DistilBertConfig, DistilBertModel
+
+    folder = tmp_path / "distilbert"
+    torch.manual_seed(0)
+    DistilBertModel(DistilBertConfig(vocab_size=len(WORDS), dim=8, n_layers=1, n_heads=2, hidden_dim=16)).save_pretrained(
+        folder)
+    for item in folders["text"].iterdir():  # BERT's WordPiece files serve DistilBERT too
+        if item.name.startswith(("vocab", "tokenizer", "special")):
+            (folder / item.name).write_bytes(item.read_bytes())
+    encoder, tokenizer = load_text_encoder(str(folder))
+    assert type(encoder.model).__name__ == "DistilBertModel" and encoder.hidden_size == 8
+    batch = tokenizer(["the lungs are clear ."], return_tensors="pt")
+    assert encoder(batch.input_ids, batch.attention_mask).shape == (1, 7, 8)
 
 
 def test_the_text_encoder_is_frozen_in_eval_mode():
