@@ -610,7 +610,7 @@ def test_the_report_says_every_figure_of_every_stage(tiny_world):
         f"  recommended           train.batch_size=4 train.grad_accum_steps=1 model.llm.gradient_checkpointing=false"
         f" on 1 GPU(s): {size} MiB per device" for size in ("2.1", "2.7", "3.0")]
     assert with_layout.count("  time                  0.00 h per epoch (16 samples)") == 3
-    without_samples = format_plan(plan(tiny_world.config(), gpu_memory_gib=1))
+    without_samples = format_plan(plan(tiny_world.config(), gpu_memory_gib=1)).split("\n")
     assert without_samples.count("  time                  pass --manifest or --train-samples for hours per epoch") == 3
 
 
@@ -641,7 +641,7 @@ def test_the_plan_of_the_tiny_models_from_their_manifest(tiny_world):
         assert stage.parts == parts and stage.memory["checkpointing"] == memory
         assert sum(stage.memory["no checkpointing"].values()) == peak
         assert stage.layout == Layout(4, 1, False, peak)
-        assert stage.hours_per_epoch == pytest.approx(16 * mean / (0.4 * 989e12) / 3600, rel=1e-12)
+        assert stage.hours_per_epoch == pytest.approx(16 * mean / (0.4 * 989e12) / 3600, rel=1e-14)
         assert stage.memory["no checkpointing"]["activations"] > memory["activations"]  # what checkpointing saves
         assert memory["gradients"] == 4 * stage.trainable_total and memory["adamw"] == 8 * stage.trainable_total
     assert (result.train_samples, result.effective_batch) == (16, 4)
@@ -653,7 +653,11 @@ def test_plan_settings_are_checked_and_devices_share_the_batch(tiny_world):
         with pytest.raises(ConfigError) as raised:
             plan(tiny_world.config(), **settings)
         assert str(raised.value) == "plan: --gpus must be >= 1, --gpu-memory and --peak-tflops > 0, --mfu in (0, 1]"
-    assert plan(tiny_world.config(), mfu=1.0).mfu == 1.0
+    assert plan(tiny_world.config(), mfu=1.0).mfu == 1.0 and plan(tiny_world.config(), peak_tflops=0.5).peak_tflops == 0.5
+    assert plan(tiny_world.config()).gpu_memory_gib == 80.0  # an 80 GB card unless told
+    for key in ("vision", "text", "llm"):  # each unreadable base model is named by its own key
+        with pytest.raises(ConfigError, match=rf"^model\.{key}\.name_or_path='/nowhere': cannot read its config"):
+            plan(tiny_world.config(f"model.{key}.name_or_path=/nowhere"))
     three = plan(tiny_world.config(), gpus=3, gpu_memory_gib=1)  # ceil(4 / 3) = 2 samples per device
     assert all(s.layout.micro_batch * s.layout.accumulation == 2 for s in three.stages)
 
@@ -665,6 +669,8 @@ def test_recommend_at_the_edges():
     layout = recommend(16, 14.5, memory)  # no-checkpointing fits nowhere at 4 or more: checkpointing at 4
     assert (layout.micro_batch, layout.accumulation, layout.checkpointing, layout.peak_bytes) == (4, 4, True, 14.0)
     only_plain = lambda b, ckpt: 100.0 if ckpt else 10.0 + 4.0 * b  # noqa: E731
+    layout = recommend(16, 11.5, memory)  # checkpointing fits at one sample only
+    assert (layout.micro_batch, layout.accumulation, layout.checkpointing, layout.peak_bytes) == (1, 16, True, 11.0)
     layout = recommend(16, 14.5, only_plain)  # the last resort: one sample without checkpointing
     assert (layout.micro_batch, layout.accumulation, layout.checkpointing, layout.peak_bytes) == (1, 16, False, 14.0)
 
@@ -676,7 +682,7 @@ def test_manifest_lengths_are_the_collators(tiny_world):
     from s2d_align.models.model import build_model
     from s2d_align.training.plan import load_tokenizer, manifest_lengths, read_models
 
-    config = tiny_world.config("data.max_report_tokens=15")
+    config = tiny_world.config("data.max_report_tokens=15", "model.text.max_length=12")
     models, llm_tokenizer = read_models(config)
     text_tokenizer = load_tokenizer(config.model.text.name_or_path, "model.text.name_or_path", bert_family_check=True)
     assert type(text_tokenizer).__name__ == "BertTokenizer"
@@ -694,9 +700,9 @@ def test_manifest_lengths_are_the_collators(tiny_world):
     reports = [int(collate([dataset[i]])["report_mask"].sum()) for i in range(len(train))]
     references = [int(collate([dataset[i]])["reference_mask"].sum()) for i in range(len(train))]
     assert [x.report for x in lengths] == reports and max(reports) == 15 and min(reports) < 15  # some meet the cap
-    assert [x.reference for x in lengths] == references
+    assert [x.reference for x in lengths] == references and max(references) == 12  # capped as the collator caps
     phrases = [KEY_PHRASE_SEPARATOR.join(k.text for k in s.key_phrases[: config.data.max_key_phrases]) for s in train]
-    assert [x.key_phrases for x in lengths] == [len(i) for i in text_tokenizer(phrases).input_ids]
+    assert [x.key_phrases for x in lengths] == [min(len(i), 12) for i in text_tokenizer(phrases).input_ids]
 
 
 def test_plan_inputs_fail_in_one_line(tiny_world, tmp_path, monkeypatch):
@@ -731,9 +737,47 @@ def test_plan_inputs_fail_in_one_line(tiny_world, tmp_path, monkeypatch):
 def test_units_and_percentiles():
     from s2d_align.training.plan import GIB, _gib, _tera, percentile
 
-    assert [_tera(x) for x in (2.5e12, 1e12, 3e9, 4e6, 999.0)] == [
-        "2.50 TFLOP", "1.00 TFLOP", "3.00 GFLOP", "4.00 MFLOP", "999 FLOP"]
+    assert [_tera(x) for x in (2.5e12, 1e12, 3e9, 1e9, 4e6, 1e6, 999.0)] == [
+        "2.50 TFLOP", "1.00 TFLOP", "3.00 GFLOP", "1.00 GFLOP", "4.00 MFLOP", "1.00 MFLOP", "999 FLOP"]
     assert [_gib(x) for x in (2 * GIB, GIB / 10, GIB / 10 - 2**20)] == ["2.0 GiB", "0.1 GiB", "101.4 MiB"]
     ordered = list(range(1, 11))
     assert [percentile(ordered, q) for q in (0, 10, 50, 95, 100)] == [1, 1, 5, 10, 10]
     assert percentile([7], 50) == 7
+    assert [percentile(list(range(1, 1001)), q) for q in (50, 95)] == [500, 950]
+
+
+def test_a_cxr_bert_like_text_folder_is_tokenised_as_bert(tiny_world, tmp_path):
+    """Its config names a custom tokenizer class that AutoTokenizer cannot build without remote code."""
+    import json
+    import shutil
+
+    folder = tmp_path / "cxr_bert"
+    shutil.copytree(tiny_world.models["text"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="cxr-bert", architectures=["CXRBertModel"],
+                  auto_map={"AutoTokenizer": ["tokenization_cxrbert.CXRBertTokenizer", None]})
+    (folder / "config.json").write_text(json.dumps(config))
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**settings, "tokenizer_class": "CXRBertTokenizer"}))
+    plain = plan(tiny_world.config(), manifest=tiny_world.manifest, gpu_memory_gib=1)
+    custom = plan(tiny_world.config(f"model.text.name_or_path={folder}"), manifest=tiny_world.manifest, gpu_memory_gib=1)
+    assert [s.sequence for s in custom.stages] == [s.sequence for s in plain.stages]
+    assert [s.flops["mean"].executed() for s in custom.stages] == [s.flops["mean"].executed() for s in plain.stages]
+
+
+def test_memory_follows_mixed_precision_views_the_connector_and_a_checkpointed_layout(tiny_world):
+    """Pinned memory items of stage s3 under settings the tiny recipe does not use, and a budget where
+    only checkpointing fits s3 (its FLOPs then include the recomputation)."""
+    base = plan(tiny_world.config(), gpu_memory_gib=1).stages[-1].memory["no checkpointing"]
+    mixed = plan(tiny_world.config("train.mixed_precision=bf16"), gpu_memory_gib=1).stages[-1].memory["no checkpointing"]
+    assert (base["activations"], mixed["activations"]) == (2_650_880.0, 1_488_384.0)  # 2-byte activations under bf16
+    assert (base["logits"], mixed["logits"]) == (686_784.0, 600_936.0)
+    assert (base["encoders+adapters"], mixed["encoders+adapters"]) == (126_976.0, 100_864.0)
+    views = plan(tiny_world.config("data.max_images=2"), gpu_memory_gib=1).stages[-1].memory["no checkpointing"]
+    assert views["encoders+adapters"] == 187_392.0 and views["activations"] == base["activations"]  # SMA: 4 tokens
+    mlp = plan(tiny_world.config("model.connector.kind=mlp"), gpu_memory_gib=1).stages[-1].memory["no checkpointing"]
+    assert (mlp["encoders+adapters"], mlp["activations"]) == (318_464.0, 5_022_720.0)  # a token per feature
+    tight = plan(tiny_world.config(), gpu_memory_gib=0.003)
+    assert [(s.layout.micro_batch, s.layout.checkpointing) for s in tight.stages] == [(4, True), (2, True), (2, True)]
+    roomy = plan(tiny_world.config(), gpu_memory_gib=1).stages[-1]
+    assert tight.stages[-1].flops["mean"].recompute > 0 == roomy.flops["mean"].recompute
