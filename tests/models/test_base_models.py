@@ -220,6 +220,18 @@ def test_a_bert_checkpoint_that_does_not_fit_its_config_is_refused(folders, tmp_
         load_text_encoder(str(folder))
 
 
+def test_a_bert_folder_without_its_vocabulary_is_refused(folders, tmp_path):
+    """transformers would build a tokenizer of the special tokens alone and read every word as [UNK]."""
+    folder = tmp_path / "no_vocab"
+    folder.mkdir()
+    for item in folders["text"].iterdir():
+        if item.name in ("config.json", "model.safetensors"):
+            (folder / item.name).write_bytes(item.read_bytes())
+    with pytest.raises(ModelLoadError) as raised:
+        load_text_encoder(str(folder))
+    assert "no tokenizer vocabulary (vocab.txt or tokenizer.json)" in str(raised.value)
+
+
 def test_a_text_encoder_outside_the_bert_family_loads_through_automodel(folders, tmp_path):
     from transformers import DistilBertConfig, DistilBertModel
 

@@ -84,7 +84,12 @@ def load_bert_tokenizer(name_or_path: str):
     """BERT's WordPiece tokenizer from the folder's ``vocab.txt``/``tokenizer.json`` and its settings."""
     from transformers import BertTokenizer
 
-    return BertTokenizer.from_pretrained(name_or_path)
+    tokenizer = BertTokenizer.from_pretrained(name_or_path)
+    # Without vocab.txt or tokenizer.json transformers builds a tokenizer of the special tokens alone,
+    # which reads every word as [UNK]; say so instead of training on it.
+    if len(tokenizer.get_vocab()) <= len(tokenizer.all_special_tokens):
+        raise ValueError(f"{name_or_path}: no tokenizer vocabulary (vocab.txt or tokenizer.json)")
+    return tokenizer
 
 
 def load_text_encoder(name_or_path: str, trust_remote_code: bool = False, key: str = "model.text.name_or_path"):
