@@ -249,6 +249,25 @@ def test_cli_prints_every_stage(tiny_world, capsys):
 # --------------------------------------------------------------------------- memory
 
 
+def bytes_saved_by_the_first_layer(model, base, batch: int, length: int, width: int) -> int:
+    """Bytes autograd keeps for backward of ``base.layers[0]`` on random input, each storage once, no parameter."""
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor):
+        pointer = tensor.untyped_storage().data_ptr()
+        if pointer not in parameters:
+            saved[pointer] = max(saved.get(pointer, 0), tensor.untyped_storage().nbytes())
+        return tensor
+
+    hidden = torch.randn(batch, length, width, requires_grad=True)
+    positions = torch.arange(length).expand(batch, length)
+    rotary = base.rotary_emb(hidden, positions)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        base.layers[0](hidden, attention_mask=None, position_ids=positions, position_embeddings=rotary)
+    return sum(saved.values())
+
+
 def test_decoder_layer_activations_match_what_autograd_saves(tiny_setup):
     """The activation term of the memory estimate, against the tensors autograd keeps for backward.
 
@@ -266,23 +285,10 @@ def test_decoder_layer_activations_match_what_autograd_saves(tiny_setup):
     for stage in config.train.stages:
         apply_stage(built.model, stage)
         built.model.train()
-        parameters = {p.untyped_storage().data_ptr() for p in built.model.parameters()}
-        saved: dict[int, int] = {}
-
-        def pack(tensor):
-            pointer = tensor.untyped_storage().data_ptr()
-            if pointer not in parameters:
-                saved[pointer] = max(saved.get(pointer, 0), tensor.untyped_storage().nbytes())
-            return tensor
-
-        hidden = torch.randn(batch, length, models.llm.hidden, requires_grad=True)
-        positions = torch.arange(length).expand(batch, length)
-        rotary = base.rotary_emb(hidden, positions)
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            base.layers[0](hidden, attention_mask=None, position_ids=positions, position_embeddings=rotary)
+        saved = bytes_saved_by_the_first_layer(built.model, base, batch, length, models.llm.hidden)
         estimate = batch * length * llm_layer_activation_bytes(
             models.llm, config.model.lora.target_modules, config.model.lora.r, stage.lora, 0.0, 4)
-        assert estimate == sum(saved.values()) == {"s1": 515_840, "s2": 697_600, "s3": 697_600}[stage.name]
+        assert estimate == saved == {"s1": 515_840, "s2": 697_600, "s3": 697_600}[stage.name]
 
 
 def test_plan_reads_the_real_hub_layouts(standins, tiny_world):
@@ -389,25 +395,11 @@ def test_layer_activations_with_lora_dropout_and_target_lists(targets):
                                                  task_type="CAUSAL_LM")).train()
             for name, parameter in llm.named_parameters():
                 parameter.requires_grad_(trainable and "lora_" in name)
-            parameters = {p.untyped_storage().data_ptr() for p in llm.parameters()}
-            saved: dict[int, int] = {}
-
-            def pack(tensor):
-                pointer = tensor.untyped_storage().data_ptr()
-                if pointer not in parameters:
-                    saved[pointer] = max(saved.get(pointer, 0), tensor.untyped_storage().nbytes())
-                return tensor
-
-            base = llm.get_base_model().model
-            hidden = torch.randn(batch, length, 16, requires_grad=True)
-            positions = torch.arange(length).expand(batch, length)
-            rotary = base.rotary_emb(hidden, positions)
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-                base.layers[0](hidden, attention_mask=None, position_ids=positions, position_embeddings=rotary)
+            saved = bytes_saved_by_the_first_layer(llm, llm.get_base_model().model, batch, length, 16)
             masks = batch * length * sum(d_in for d_in, _ in lora_targets(shape, targets)) if dropout else 0
             estimate = batch * length * llm_layer_activation_bytes(shape, targets, 3, trainable, dropout, 4)
-            assert estimate + 3 * masks == sum(saved.values()), (dropout, trainable)
-            measured[dropout, trainable] = sum(saved.values())
+            assert estimate + 3 * masks == saved, (dropout, trainable)
+            measured[dropout, trainable] = saved
     expected = {
         "all-linear": [8_560, 12_280, 14_000, 20_280],
         "q_proj": [8_560, 11_160, 11_440, 14_680],
