@@ -52,8 +52,8 @@ def _trained(model) -> dict[str, torch.Tensor]:
 
 def test_a_checkpoint_loads_back_image_only_with_its_weights(checkpoint):
     folder, built = checkpoint
-    loaded, config, info = load_pretrained(folder, ["generate.num_beams=2"])
-    assert config.generate.num_beams == 2 and loaded.model.text is None and not loaded.model.training
+    loaded, config, info = load_pretrained(folder, ["generate.num_beams=3"])
+    assert config.generate.num_beams == 3 and loaded.model.text is None and not loaded.model.training
     assert info == {"path": str(folder.resolve()), "kind": "checkpoint", "name": "s3", "stage": "s3",
                     "connector": "sma", "vision": config.model.vision.name_or_path,
                     "llm": config.model.llm.name_or_path}
@@ -80,6 +80,7 @@ def test_an_export_is_a_folder_that_moves_and_loads_the_same(checkpoint, tmp_pat
         "versions": versions()}
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", info["exported_at"])
     assert "| bleu_4 | 0.2500 |" in (out / "README.md").read_text()  # the run's metrics reach the card
+    assert (out / MODEL_FILE).read_text().startswith('{\n  "format": "s2d-align-model",\n')
     saved = (out / "config.yaml").read_text()
     config = load_pretrained(folder)[1]
     for role in ("vision", "text", "llm"):  # base models named relative to the folder
@@ -90,9 +91,15 @@ def test_an_export_is_a_folder_that_moves_and_loads_the_same(checkpoint, tmp_pat
     out.rename(moved)
     with pytest.raises(ValueError, match="cannot be loaded"):  # the relative names no longer reach the base models
         load_pretrained(moved)
-    moved.rename(out)
-    loaded, _, loaded_info = load_pretrained(out)
+    renamed = out.parent / "renamed"  # at the same depth the relative names still reach them
+    moved.rename(renamed)
+    loaded, _, loaded_info = load_pretrained(renamed)
     assert (loaded_info["kind"], loaded_info["name"], loaded_info["stage"]) == ("model", "tiny-s3", "s3")
+    from PIL import Image
+
+    image = Image.new("L", (70, 90), 100)
+    torch.testing.assert_close(loaded.preprocess([image]), built.preprocess([image]), rtol=0, atol=0)
+    assert load_pretrained(renamed, text_encoder=True)[0].model.text is not None  # E_t's name resolved too
     assert type(loaded.tokenizers.llm).__name__ == type(built.tokenizers.llm).__name__
     assert loaded.tokenizers.llm.pad_token == built.tokenizers.llm.pad_token
     for key, value in _trained(load_pretrained(folder)[0].model).items():
@@ -117,6 +124,92 @@ def test_an_export_with_its_base_models_and_merged_lora_needs_nothing_else(check
     with torch.no_grad():
         torch.testing.assert_close(merged(input_ids=ids).logits, loaded.model.llm(input_ids=ids).logits,
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_an_export_without_metrics_and_a_saved_config_with_a_retired_key(checkpoint, tmp_path):
+    import shutil
+
+    import yaml
+
+    folder, _ = checkpoint
+    copy = tmp_path / "run" / "checkpoints" / "s3"  # a run folder without metrics.json
+    shutil.copytree(folder, copy)
+    saved = yaml.safe_load((copy / "config.yaml").read_text())
+    saved["model"]["text"]["trust_remote_code"] = True  # what older versions wrote: ignored, never obeyed
+    (copy / "config.yaml").write_text(yaml.safe_dump(saved))
+    out = export_model(copy, tmp_path / "out")
+    assert "No `metrics.json` was found in the run folder" in (out / "README.md").read_text()
+    assert "trust_remote_code" not in (out / "config.yaml").read_text()
+
+
+def test_a_saved_config_cannot_make_a_folder_run_its_code(checkpoint, tiny_world, tmp_path):
+    import shutil
+
+    import yaml
+
+    from s2d_align.models.loading import ModelLoadError
+
+    folder, _ = checkpoint
+    llm, marker = tmp_path / "llm", tmp_path / "ran"
+    shutil.copytree(tiny_world.models["llm"], llm)
+    (llm / "evil.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+                                 "from transformers import LlamaConfig\nclass EvilConfig(LlamaConfig):\n"
+                                 "    model_type = 'evil-net'\n")
+    config = json.loads((llm / "config.json").read_text())
+    config.update(model_type="evil-net", auto_map={"AutoConfig": "evil.EvilConfig",
+                                                   "AutoModelForCausalLM": "evil.EvilConfig"})
+    (llm / "config.json").write_text(json.dumps(config))
+    copy = tmp_path / "checkpoint"
+    shutil.copytree(folder, copy)
+    saved = yaml.safe_load((copy / "config.yaml").read_text())
+    saved["model"]["llm"]["name_or_path"] = str(llm)
+    (copy / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(ModelLoadError):
+        load_pretrained(copy)
+    with pytest.raises(ModelLoadError):
+        export_model(copy, tmp_path / "out")
+    assert not marker.exists()
+
+
+def test_weights_that_do_not_fit_are_refused_by_file(checkpoint, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder, _ = checkpoint
+    copy = tmp_path / "s3"
+    shutil.copytree(folder, copy)
+    connector = load_file(copy / CONNECTOR_FILE)
+    save_file({k: v for k, v in connector.items() if k != "memory"}, copy / CONNECTOR_FILE)
+    with pytest.raises(ValueError) as raised:
+        load_pretrained(copy)
+    assert str(raised.value) == f"{copy / CONNECTOR_FILE}: connector weights do not fit this model: missing ['memory']"
+    save_file(connector, copy / CONNECTOR_FILE)
+    lora = load_file(copy / LORA_DIR / "adapter_model.safetensors")
+    extra = "base_model.model.model.layers.0.self_attn.q_proj.lora_C.weight"
+    save_file({**lora, extra: torch.zeros(1)}, copy / LORA_DIR / "adapter_model.safetensors")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(copy / LORA_DIR))}: LoRA weights do not fit this model: "):
+        load_pretrained(copy)
+
+
+def test_base_models_are_copied_from_folders_or_fetched_by_hub_id(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    source = tmp_path / "source" / "nested"
+    source.mkdir(parents=True)
+    (source / "config.json").write_text("{}")
+    pretrained._copy_base(str(source), tmp_path / "a" / "b")
+    assert (tmp_path / "a" / "b" / "config.json").read_text() == "{}"
+    fetched = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda **kwargs: fetched.append(kwargs))
+    pretrained._copy_base("org/model", tmp_path / "hub")
+    assert fetched == [{"repo_id": "org/model", "local_dir": str(tmp_path / "hub")}]
+
+
+def test_weights_go_to_nested_folders(checkpoint, tmp_path):
+    _, built = checkpoint
+    pretrained.save_weights(tmp_path / "a" / "b", built.model)
+    assert (tmp_path / "a" / "b" / CONNECTOR_FILE).is_file() and (tmp_path / "a" / "b" / LORA_DIR).is_dir()
 
 
 def test_what_is_not_a_trained_model_is_refused(checkpoint, tmp_path):
