@@ -120,6 +120,9 @@ def test_an_export_with_its_base_models_and_merged_lora_needs_nothing_else(check
     out.rename(moved)
     loaded, _, _ = load_pretrained(moved)
     merged = AutoModelForCausalLM.from_pretrained(moved / MERGED_DIR).eval()
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(moved / MERGED_DIR).pad_token == loaded.tokenizers.llm.pad_token
     ids = torch.tensor([[1, 5, 6, 7]])
     with torch.no_grad():
         torch.testing.assert_close(merged(input_ids=ids).logits, loaded.model.llm(input_ids=ids).logits,
