@@ -136,3 +136,35 @@ def standins(tmp_path_factory) -> dict[str, Path]:
     from s2d_align.models.standins import build_standins
 
     return build_standins(tmp_path_factory.mktemp("standins"), llm_layers=2, seed=0)
+
+
+REMOTE_CODE = """import pathlib
+pathlib.Path({marker!r}).write_text("ran")
+from transformers import {base}Config, {base}{head}
+class EvilConfig({base}Config):
+    model_type = {model_type!r}
+class EvilModel({base}{head}):
+    config_class = EvilConfig
+"""
+
+
+def plant_remote_code(folder: Path, marker: Path, base: str, head: str, auto: str, model_type: str = "evil-net") -> None:
+    """Make ``folder`` (which holds a ``config.json``) name its own classes through ``auto_map``.
+
+    ``evil.py`` subclasses transformers' ``{base}Config`` and ``{base}{head}`` and writes ``marker`` when
+    it is imported, so a test sees whether a loader ran code from the folder."""
+    import json
+
+    (folder / "evil.py").write_text(REMOTE_CODE.format(marker=str(marker), base=base, head=head,
+                                                       model_type=model_type))
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type=model_type, architectures=["EvilModel"],
+                  auto_map={"AutoConfig": "evil.EvilConfig", auto: "evil.EvilModel"})
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def trained_state(model) -> dict:
+    """Copies of what a stage trains and a checkpoint stores: connector tensors and LoRA parameters."""
+    state = {f"connector.{k}": v.detach().clone() for k, v in model.connector.state_dict().items()}
+    state.update({k: v.detach().clone() for k, v in model.llm.named_parameters() if "lora_" in k})
+    return state

@@ -7,6 +7,7 @@ layout; ``test_loading.py`` does the same at real shape (Rad-DINO, CXR-BERT, Vic
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,8 +18,9 @@ from PIL import Image
 from s2d_align.models import loading
 from s2d_align.models.llm import add_lora, load_llm
 from s2d_align.models.loading import ModelLoadError, explain_load_errors
-from s2d_align.models.text import TextEncoder, is_bert_family, load_text_encoder, text_hidden_size
-from s2d_align.models.vision import ImagePreprocessor, VisionEncoder, infer_prefix_tokens, load_vision_encoder
+from s2d_align.models.text import is_bert_family, load_text_encoder, text_hidden_size
+from s2d_align.models.vision import ImagePreprocessor, infer_prefix_tokens, load_vision_encoder
+from tests.conftest import plant_remote_code
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "lungs", "are", "clear", "."]
 
@@ -72,6 +74,12 @@ def folders(tmp_path_factory) -> dict[str, Path]:
         "llm_no_unk": llm("llm_no_unk", eos_token="</s>"),
         "llm_no_eos": llm("llm_no_eos", unk_token="<unk>"),
     }
+
+
+def _copy(source: Path, target: Path, *skip: str) -> Path:
+    """A copy of a base-model folder to change, without the files named in ``skip``."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(*skip))
+    return target
 
 
 # --------------------------------------------------------------------------- E_v
@@ -141,6 +149,8 @@ def test_the_default_filter_is_bicubic_and_other_modes_only_change_colour():
 def test_a_cxr_bert_folder_loads_as_a_plain_bert_without_its_heads(folders):
     from transformers import BertForMaskedLM, BertModel
 
+    from s2d_align.models.text import bert_config
+
     encoder, tokenizer = load_text_encoder(str(folders["text"]))
     assert type(encoder.model) is BertModel and encoder.model.pooler is None and encoder.hidden_size == 8
     assert type(tokenizer).__name__ == "BertTokenizer"
@@ -148,25 +158,15 @@ def test_a_cxr_bert_folder_loads_as_a_plain_bert_without_its_heads(folders):
     batch = tokenizer(["the lungs are clear .", "clear"], padding=True, return_tensors="pt")
     assert batch.input_ids[0].tolist() == [2, 5, 6, 7, 8, 9, 3]
     features = encoder(batch.input_ids, batch.attention_mask)
-    reference = BertForMaskedLM.from_pretrained(folders["text"], config=_plain_bert_config(folders["text"])).bert.eval()
+    plain = bert_config(json.loads((folders["text"] / "config.json").read_text()))
+    reference = BertForMaskedLM.from_pretrained(folders["text"], config=plain).bert.eval()
     expected = reference(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
     torch.testing.assert_close(features, expected, rtol=0, atol=0)
     assert text_hidden_size(str(folders["text"])) == 8
 
 
-def _plain_bert_config(folder: Path):
-    from transformers import BertConfig
-
-    raw = json.loads((folder / "config.json").read_text())
-    return BertConfig(**{k: v for k, v in raw.items() if k not in ("model_type", "architectures", "auto_map")})
-
-
 def test_a_bert_family_folder_whose_weights_are_not_a_bert_is_refused(folders, tmp_path):
-    folder = tmp_path / "not_bert"
-    folder.mkdir()
-    for item in folders["text"].iterdir():  # its config and tokenizer files
-        if item.name != "model.safetensors":
-            (folder / item.name).write_bytes(item.read_bytes())
+    folder = _copy(folders["text"], tmp_path / "not_bert", "model.safetensors")  # its config and tokenizer files
     (folder / "model.safetensors").write_bytes((folders["vision"] / "model.safetensors").read_bytes())
     with pytest.raises(ModelLoadError) as raised:
         load_text_encoder(str(folder), key="--text-model")
@@ -206,10 +206,7 @@ def test_a_bert_family_config_keeps_no_trace_of_its_custom_code():
 def test_a_bert_checkpoint_that_does_not_fit_its_config_is_refused(folders, tmp_path, change):
     from safetensors.torch import load_file, save_file
 
-    folder = tmp_path / "bert"
-    folder.mkdir()
-    for item in folders["text"].iterdir():
-        (folder / item.name).write_bytes(item.read_bytes())
+    folder = _copy(folders["text"], tmp_path / "bert")
     if change == "fewer layers":  # missing keys only
         config = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 2}))
@@ -222,11 +219,8 @@ def test_a_bert_checkpoint_that_does_not_fit_its_config_is_refused(folders, tmp_
 
 def test_a_bert_folder_without_its_vocabulary_is_refused(folders, tmp_path):
     """transformers would build a tokenizer of the special tokens alone and read every word as [UNK]."""
-    folder = tmp_path / "no_vocab"
-    folder.mkdir()
-    for item in folders["text"].iterdir():
-        if item.name in ("config.json", "model.safetensors"):
-            (folder / item.name).write_bytes(item.read_bytes())
+    folder = _copy(folders["text"], tmp_path / "no_vocab", "tokenizer*")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     with pytest.raises(ModelLoadError) as raised:
         load_text_encoder(str(folder))
     assert "no tokenizer vocabulary (vocab.txt or tokenizer.json)" in str(raised.value)
@@ -239,19 +233,12 @@ def test_a_text_encoder_outside_the_bert_family_loads_through_automodel(folders,
     torch.manual_seed(0)
     DistilBertModel(DistilBertConfig(vocab_size=len(WORDS), dim=8, n_layers=1, n_heads=2, hidden_dim=16)).save_pretrained(
         folder)
-    for item in folders["text"].iterdir():  # BERT's WordPiece files serve DistilBERT too
-        if item.name.startswith(("vocab", "tokenizer", "special")):
-            (folder / item.name).write_bytes(item.read_bytes())
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # BERT's WordPiece files serve DistilBERT too
+        shutil.copy(folders["text"] / name, folder / name)
     encoder, tokenizer = load_text_encoder(str(folder))
     assert type(encoder.model).__name__ == "DistilBertModel" and encoder.hidden_size == 8
     batch = tokenizer(["the lungs are clear ."], return_tensors="pt")
     assert encoder(batch.input_ids, batch.attention_mask).shape == (1, 7, 8)
-
-
-def test_the_text_encoder_is_frozen_in_eval_mode():
-    module = torch.nn.Linear(2, 2)
-    encoder = TextEncoder(module)
-    assert not module.training and not any(p.requires_grad for p in module.parameters())
 
 
 # --------------------------------------------------------------------------- the LLM
@@ -329,16 +316,6 @@ def test_each_loader_names_its_own_key_by_default(tmp_path):
                                      f"pass a local folder: {key}=/path/to/model"), load.__name__
 
 
-EVIL = """import pathlib
-pathlib.Path({marker!r}).write_text("ran")
-from transformers import {base}Config, {base}{head}
-class EvilConfig({base}Config):
-    model_type = "evil-net"
-class EvilModel({base}{head}):
-    config_class = EvilConfig
-"""
-
-
 @pytest.mark.parametrize("name, base, head, auto, load", [
     ("vision", "Dinov2WithRegisters", "Model", "AutoModel", load_vision_encoder),
     ("llm", "Llama", "ForCausalLM", "AutoModelForCausalLM", load_llm),
@@ -347,15 +324,8 @@ class EvilModel({base}{head}):
 def test_no_loader_runs_a_folders_own_code_unless_asked(folders, tmp_path, name, base, head, auto, load):
     """A folder whose config names its own classes through ``auto_map``: by default nothing of it is
     imported (the load fails in one line); ``trust_remote_code=True`` does import it."""
-    folder, marker = tmp_path / name, tmp_path / "ran"
-    folder.mkdir()
-    for item in folders[name].iterdir():
-        (folder / item.name).write_bytes(item.read_bytes())
-    (folder / "evil.py").write_text(EVIL.format(marker=str(marker), base=base, head=head))
-    config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="evil-net", architectures=["EvilModel"],
-                  auto_map={"AutoConfig": "evil.EvilConfig", auto: "evil.EvilModel"})
-    (folder / "config.json").write_text(json.dumps(config))
+    folder, marker = _copy(folders[name], tmp_path / name), tmp_path / "ran"
+    plant_remote_code(folder, marker, base, head, auto)
     with pytest.raises(ModelLoadError, match="cannot be loaded"):
         load(str(folder))
     assert not marker.exists()

@@ -6,12 +6,21 @@ from s2d_align.data.manifest import read_manifest
 from s2d_align.models.model import parse_context
 
 
+def _items(world, built, size=3, max_images=1):
+    """The first ``size`` training studies as dataset items, views padded to ``max_images``."""
+    studies = read_manifest(world.manifest)
+    train = [s for s in studies if s.split == "train"][:size]
+    dataset = TrainingDataset(train, {s.id: s.findings for s in studies}, world.manifest, built.preprocess,
+                              max_images=max_images, max_key_phrases=2)
+    return [dataset[i] for i in range(len(dataset))]
+
+
+def _collator(built):
+    return Collator(built.tokenizers.llm, built.tokenizers.text, max_report_tokens=48, max_text_tokens=32)
+
+
 def _batch(world, built, size=3):
-    studies = [s for s in read_manifest(world.manifest) if s.split == "train"][:size]
-    findings = {s.id: s.findings for s in read_manifest(world.manifest)}
-    dataset = TrainingDataset(studies, findings, world.manifest, built.preprocess, max_images=1, max_key_phrases=2)
-    collate = Collator(built.tokenizers.llm, built.tokenizers.text, max_report_tokens=48, max_text_tokens=32)
-    return collate([dataset[i] for i in range(len(dataset))])
+    return _collator(built)(_items(world, built, size))
 
 
 def test_parse_context():
@@ -94,14 +103,6 @@ def test_fresh_lora_is_the_identity(tiny_world, tiny_built):
     torch.testing.assert_close(with_lora, without)
 
 
-def _items(world, built, max_images):
-    studies = [s for s in read_manifest(world.manifest) if s.split == "train"][:3]
-    findings = {s.id: s.findings for s in read_manifest(world.manifest)}
-    dataset = TrainingDataset(studies, findings, world.manifest, built.preprocess, max_images=max_images,
-                              max_key_phrases=2)
-    return [dataset[i] for i in range(len(dataset))]
-
-
 @pytest.mark.parametrize("kind", ["sma", "mlp"])
 def test_padding_changes_no_studys_loss(tiny_world, kind):
     """Each study's loss in a padded batch (a padded second view, references, key phrases and reports of
@@ -112,7 +113,7 @@ def test_padding_changes_no_studys_loss(tiny_world, kind):
     torch.manual_seed(0)
     built = build_model(tiny_world.config(f"model.connector.kind={kind}").model)
     model = built.model.eval()
-    collate = Collator(built.tokenizers.llm, built.tokenizers.text, max_report_tokens=48, max_text_tokens=32)
+    collate = _collator(built)
     context = ("image", "reference", "key_phrases")
     batch = collate(_items(tiny_world, built, max_images=2))
     assert not batch["image_mask"][:, 1].any()  # one view each: the second is padding
@@ -170,21 +171,14 @@ def test_a_bfloat16_llm_reads_the_adapter_tokens_in_its_dtype(tiny_world, tiny_b
 
 
 def test_build_never_runs_a_text_encoders_remote_code_by_default(tiny_world, tmp_path):
-    import json
     import shutil
 
     from s2d_align.models.model import build_model
+    from tests.conftest import plant_remote_code
 
     folder, marker = tmp_path / "text", tmp_path / "ran"
     shutil.copytree(tiny_world.models["text"], folder)
-    (folder / "evil.py").write_text(
-        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
-        "from transformers import BertConfig, BertModel\n"
-        "class EvilConfig(BertConfig):\n    model_type = 'cxr-bert'\n"
-        "class EvilModel(BertModel):\n    config_class = EvilConfig\n")
-    config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="cxr-bert", auto_map={"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"})
-    (folder / "config.json").write_text(json.dumps(config))
+    plant_remote_code(folder, marker, "Bert", "Model", "AutoModel", model_type="cxr-bert")  # a BERT checkpoint
     built = build_model(tiny_world.config(f"model.text.name_or_path={folder}").model)
     assert type(built.model.text.model).__name__ == "BertModel" and not marker.exists()
 

@@ -11,6 +11,7 @@ import re
 import pytest
 import torch
 
+from s2d_align.config import load_config
 from s2d_align.models import pretrained
 from s2d_align.models.pretrained import (
     CONNECTOR_FILE,
@@ -23,6 +24,7 @@ from s2d_align.models.pretrained import (
     load_pretrained,
     versions,
 )
+from tests.conftest import plant_remote_code, trained_state
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +46,16 @@ def checkpoint(tiny_world, tmp_path_factory):
     return folder, built
 
 
-def _trained(model) -> dict[str, torch.Tensor]:
-    state = {f"connector.{k}": v for k, v in model.connector.state_dict().items()}
-    state.update({k: v for k, v in model.llm.named_parameters() if "lora_" in k})
-    return state
+def _image_only(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What an image-only model holds of a trained state: no reference or key-phrase adapter."""
+    return {k: v for k, v in state.items() if ".reference." not in k and ".key_phrases." not in k}
+
+
+def _assert_same_weights(model, built) -> None:
+    got, expected = trained_state(model), _image_only(trained_state(built.model))
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=0, atol=0)
 
 
 def test_a_checkpoint_loads_back_image_only_with_its_weights(checkpoint):
@@ -57,11 +65,7 @@ def test_a_checkpoint_loads_back_image_only_with_its_weights(checkpoint):
     assert info == {"path": str(folder.resolve()), "kind": "checkpoint", "name": "s3", "stage": "s3",
                     "connector": "sma", "vision": config.model.vision.name_or_path,
                     "llm": config.model.llm.name_or_path}
-    expected = {k: v for k, v in _trained(built.model).items() if ".reference." not in k and ".key_phrases." not in k}
-    got = _trained(loaded.model)
-    assert got.keys() == expected.keys()
-    for key, value in expected.items():
-        torch.testing.assert_close(got[key], value, rtol=0, atol=0)
+    _assert_same_weights(loaded.model, built)
     with_text, _, _ = load_pretrained(folder, text_encoder=True)
     assert with_text.model.text is not None and set(with_text.model.connector.adapters) == {
         "image", "reference", "key_phrases"}
@@ -82,7 +86,7 @@ def test_an_export_is_a_folder_that_moves_and_loads_the_same(checkpoint, tmp_pat
     assert "| bleu_4 | 0.2500 |" in (out / "README.md").read_text()  # the run's metrics reach the card
     assert (out / MODEL_FILE).read_text().startswith('{\n  "format": "s2d-align-model",\n')
     saved = (out / "config.yaml").read_text()
-    config = load_pretrained(folder)[1]
+    config = load_config(folder / "config.yaml", saved=True)  # the run named its base models by absolute path
     for role in ("vision", "text", "llm"):  # base models named relative to the folder
         relative = os.path.relpath(getattr(config.model, role).name_or_path, out.resolve())
         assert f"name_or_path: {relative}" in saved, role
@@ -102,12 +106,11 @@ def test_an_export_is_a_folder_that_moves_and_loads_the_same(checkpoint, tmp_pat
     assert load_pretrained(renamed, text_encoder=True)[0].model.text is not None  # E_t's name resolved too
     assert type(loaded.tokenizers.llm).__name__ == type(built.tokenizers.llm).__name__
     assert loaded.tokenizers.llm.pad_token == built.tokenizers.llm.pad_token
-    for key, value in _trained(load_pretrained(folder)[0].model).items():
-        torch.testing.assert_close(_trained(loaded.model)[key], value, rtol=0, atol=0)
+    _assert_same_weights(loaded.model, built)
 
 
 def test_an_export_with_its_base_models_and_merged_lora_needs_nothing_else(checkpoint, tmp_path):
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, _ = checkpoint
     out = export_model(folder, tmp_path / "whole", copy_base_models=True, merge_lora=True)
@@ -120,8 +123,6 @@ def test_an_export_with_its_base_models_and_merged_lora_needs_nothing_else(check
     out.rename(moved)
     loaded, _, _ = load_pretrained(moved)
     merged = AutoModelForCausalLM.from_pretrained(moved / MERGED_DIR).eval()
-    from transformers import AutoTokenizer
-
     assert AutoTokenizer.from_pretrained(moved / MERGED_DIR).pad_token == loaded.tokenizers.llm.pad_token
     ids = torch.tensor([[1, 5, 6, 7]])
     with torch.no_grad():
@@ -155,13 +156,7 @@ def test_a_saved_config_cannot_make_a_folder_run_its_code(checkpoint, tiny_world
     folder, _ = checkpoint
     llm, marker = tmp_path / "llm", tmp_path / "ran"
     shutil.copytree(tiny_world.models["llm"], llm)
-    (llm / "evil.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
-                                 "from transformers import LlamaConfig\nclass EvilConfig(LlamaConfig):\n"
-                                 "    model_type = 'evil-net'\n")
-    config = json.loads((llm / "config.json").read_text())
-    config.update(model_type="evil-net", auto_map={"AutoConfig": "evil.EvilConfig",
-                                                   "AutoModelForCausalLM": "evil.EvilConfig"})
-    (llm / "config.json").write_text(json.dumps(config))
+    plant_remote_code(llm, marker, "Llama", "ForCausalLM", "AutoModelForCausalLM")
     copy = tmp_path / "checkpoint"
     shutil.copytree(folder, copy)
     saved = yaml.safe_load((copy / "config.yaml").read_text())
@@ -239,14 +234,8 @@ def test_names_and_versions(tmp_path):
     out = tmp_path / "exports" / "m"
     assert pretrained._name_in_folder(absolute, out) == os.path.join("..", "..", "models", "llm")
     assert pretrained._name_in_folder("lmsys/vicuna-7b-v1.5", out) == "lmsys/vicuna-7b-v1.5"
-    import platform
-
-    import accelerate
-    import peft
-    import transformers
-
     import s2d_align
 
-    assert versions() == {"s2d_align": s2d_align.__version__, "python": platform.python_version(),
-                          "torch": torch.__version__, "transformers": transformers.__version__,
-                          "peft": peft.__version__, "accelerate": accelerate.__version__}
+    recorded = versions()  # what model.json and meta.json record
+    assert set(recorded) == {"s2d_align", "python", "torch", "transformers", "peft", "accelerate"}
+    assert (recorded["s2d_align"], recorded["torch"]) == (s2d_align.__version__, torch.__version__)

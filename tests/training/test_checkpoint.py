@@ -29,6 +29,7 @@ from s2d_align.training.checkpoint import (
     save_resume_state,
     versions,
 )
+from tests.conftest import trained_state
 
 
 def _model(seed: int):
@@ -52,11 +53,6 @@ def _optimizer(model):
     return optimizer, scheduler
 
 
-def _state(model) -> dict[str, torch.Tensor]:
-    return {**{f"connector.{k}": v.clone() for k, v in model.connector.state_dict().items()},
-            **{k: v.clone() for k, v in model.llm.named_parameters() if "lora_" in k}}
-
-
 def test_a_stage_checkpoint_holds_weights_config_and_meta_written_last(tmp_path):
     config, model, folder = load_config("demo"), _model(0), tmp_path / "run" / "checkpoints" / "s1"
     save_checkpoint(folder, model, config, {"stage": "s1", "step": 7, "complete": True})
@@ -67,8 +63,8 @@ def test_a_stage_checkpoint_holds_weights_config_and_meta_written_last(tmp_path)
     assert load_config(folder / "config.yaml", saved=True) == config
     other = _model(1)
     checkpoint.load_weights(folder, other)
-    for key, value in _state(model).items():
-        torch.testing.assert_close(_state(other)[key], value, rtol=0, atol=0)
+    for key, value in trained_state(model).items():
+        torch.testing.assert_close(trained_state(other)[key], value, rtol=0, atol=0)
 
 
 def test_a_checkpoint_being_replaced_is_invalid_until_its_new_meta_lands(tmp_path, monkeypatch):
@@ -99,8 +95,8 @@ def test_resume_state_round_trips_weights_optimizer_scheduler_and_counters(tmp_p
     other_optimizer, other_scheduler = _optimizer(other)
     state = load_resume_state(tmp_path, other, other_optimizer, other_scheduler)
     assert {k: state[k] for k in ("step", "epoch")} == {"step": 2, "epoch": 1}
-    for key, value in _state(model).items():
-        torch.testing.assert_close(_state(other)[key], value, rtol=0, atol=0)
+    for key, value in trained_state(model).items():
+        torch.testing.assert_close(trained_state(other)[key], value, rtol=0, atol=0)
     assert other_scheduler.state_dict() == scheduler.state_dict() and other_scheduler.get_last_lr() == [0.025]
     saved, loaded = optimizer.state_dict(), other_optimizer.state_dict()
     assert saved["param_groups"] == loaded["param_groups"] and saved["state"].keys() == loaded["state"].keys()

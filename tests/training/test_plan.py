@@ -308,13 +308,14 @@ def test_plan_reads_the_real_hub_layouts(standins, tiny_world):
 # --------------------------------------------------------------------------- each term, exactly
 
 
-def counted_apart(run_forward) -> tuple[int, int]:
-    """FLOPs that torch counts in ``run_forward()`` and in the backward of the sum of what it returns."""
+def counted_apart(run_forward):
+    """FLOPs that torch counts in ``run_forward()`` and in the backward of the sum of what it returns,
+    and that output."""
     with FlopCounterMode(display=False, custom_mapping=cpu_attention_formulas()) as forward:
         out = run_forward()
     with FlopCounterMode(display=False, custom_mapping=cpu_attention_formulas()) as backward:
         out.sum().backward()
-    return forward.get_total_flops(), backward.get_total_flops()
+    return forward.get_total_flops(), backward.get_total_flops(), out
 
 
 @pytest.mark.parametrize("kind, expected", [
@@ -333,10 +334,9 @@ def test_adapter_flops_are_what_torch_counts(kind, expected):
     torch.manual_seed(0)
     module = build_connector(kind, {"image": 12}, 20, **widths).train()
     features, mask = torch.randn(1, 7, 12), torch.ones(1, 7, dtype=torch.bool)
-    tokens = []
-    forward, backward = counted_apart(lambda: tokens.append(module("image", features, mask)[0]) or tokens[-1])
+    forward, backward, tokens = counted_apart(lambda: module("image", features, mask)[0])
     estimate, emitted = adapter_flops(SimpleNamespace(kind=kind, **widths), 7, 12, 20)
-    assert (estimate.forward, estimate.backward, emitted) == (forward, backward, tokens[0].shape[1]) == expected
+    assert (estimate.forward, estimate.backward, emitted) == (forward, backward, tokens.shape[1]) == expected
 
 
 def test_encoder_flops_are_what_torch_counts():
@@ -451,20 +451,14 @@ def test_read_shape_errors_name_the_key_and_the_first_line_of_the_cause(tmp_path
 def test_read_shape_never_runs_a_configs_remote_code(tmp_path):
     """A folder whose config names its own class through ``auto_map``: the cost model must refuse it,
     not import the module (which would write a marker file)."""
-    import json
+    from transformers import LlamaConfig
 
     from s2d_align.training.costs import read_shape
+    from tests.conftest import plant_remote_code
 
     folder, marker = tmp_path / "custom", tmp_path / "ran"
-    folder.mkdir()
-    (folder / "configuration_custom.py").write_text(
-        "import pathlib\n"
-        f"pathlib.Path({str(marker)!r}).write_text('ran')\n"
-        "from transformers import LlamaConfig\n"
-        "class CustomConfig(LlamaConfig):\n    model_type = 'custom_llm'\n")
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "custom_llm", "auto_map": {"AutoConfig": "configuration_custom.CustomConfig"},
-        "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16}))
+    LlamaConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16).save_pretrained(folder)
+    plant_remote_code(folder, marker, "Llama", "ForCausalLM", "AutoModelForCausalLM")
     with pytest.raises(ConfigError, match="cannot read its config.json"):
         read_shape(str(folder), "model.llm.name_or_path")
     assert not marker.exists()
@@ -488,7 +482,7 @@ def test_llm_flops_are_what_torch_counts(lora_trainable):
     for name, parameter in llm.named_parameters():
         parameter.requires_grad_(lora_trainable and "lora_" in name)
     inputs = torch.randn(1, 11, 16, requires_grad=True)  # the adapter tokens carry a gradient
-    forward, backward = counted_apart(lambda: llm(inputs_embeds=inputs, logits_to_keep=5).logits)
+    forward, backward, _ = counted_apart(lambda: llm(inputs_embeds=inputs, logits_to_keep=5).logits)
     flops = llm_flops(shape, 11, 4, lora_targets(shape, targets), 3, lora_trainable, checkpointing=False)
     assert (flops.forward, flops.backward, flops.recompute) == (forward, backward, 0.0)
     assert (forward, backward) == {False: (153_376, 176_608), True: (153_376, 188_224)}[lora_trainable]
@@ -655,16 +649,14 @@ def test_plan_settings_are_checked_and_devices_share_the_batch(tiny_world):
 
 
 def test_recommend_at_the_edges():
+    from s2d_align.training.plan import Layout
+
     memory = lambda b, ckpt: 10.0 + b * (1.0 if ckpt else 4.0)  # noqa: E731
-    assert recommend(3, 30.0, memory) == recommend(3, 22.0, memory)  # fewer than 4 per device: all of them
-    assert (recommend(3, 22.0, memory).micro_batch, recommend(3, 22.0, memory).checkpointing) == (3, False)
-    layout = recommend(16, 14.5, memory)  # no-checkpointing fits nowhere at 4 or more: checkpointing at 4
-    assert (layout.micro_batch, layout.accumulation, layout.checkpointing, layout.peak_bytes) == (4, 4, True, 14.0)
     only_plain = lambda b, ckpt: 100.0 if ckpt else 10.0 + 4.0 * b  # noqa: E731
-    layout = recommend(16, 11.5, memory)  # checkpointing fits at one sample only
-    assert (layout.micro_batch, layout.accumulation, layout.checkpointing, layout.peak_bytes) == (1, 16, True, 11.0)
-    layout = recommend(16, 14.5, only_plain)  # the last resort: one sample without checkpointing
-    assert (layout.micro_batch, layout.accumulation, layout.checkpointing, layout.peak_bytes) == (1, 16, False, 14.0)
+    assert recommend(3, 22.0, memory) == Layout(3, 1, False, 22.0)  # fewer than 4 per device: all of them
+    assert recommend(16, 14.5, memory) == Layout(4, 4, True, 14.0)  # no-checkpointing fits nowhere at 4 or more
+    assert recommend(16, 11.5, memory) == Layout(1, 16, True, 11.0)  # checkpointing fits at one sample only
+    assert recommend(16, 14.5, only_plain) == Layout(1, 16, False, 14.0)  # the last resort
 
 
 def test_manifest_lengths_are_the_collators(tiny_world):
@@ -739,18 +731,26 @@ def test_units_and_percentiles():
 
 
 def test_a_cxr_bert_like_text_folder_is_tokenised_as_bert(tiny_world, tmp_path):
-    """Its config names a custom tokenizer class that AutoTokenizer cannot build without remote code."""
+    """CXR-BERT's layout: ``vocab.txt`` and a custom tokenizer class, which AutoTokenizer cannot build
+    without remote code (there is no ``tokenizer.json`` to fall back on)."""
     import json
     import shutil
 
+    from transformers import AutoTokenizer
+
     folder = tmp_path / "cxr_bert"
     shutil.copytree(tiny_world.models["text"], folder)
+    vocab = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
+    (folder / "vocab.txt").write_text("\n".join(sorted(vocab, key=vocab.get)) + "\n")
+    (folder / "tokenizer.json").unlink()
     config = json.loads((folder / "config.json").read_text())
     config.update(model_type="cxr-bert", architectures=["CXRBertModel"],
                   auto_map={"AutoTokenizer": ["tokenization_cxrbert.CXRBertTokenizer", None]})
     (folder / "config.json").write_text(json.dumps(config))
     settings = json.loads((folder / "tokenizer_config.json").read_text())
     (folder / "tokenizer_config.json").write_text(json.dumps({**settings, "tokenizer_class": "CXRBertTokenizer"}))
+    with pytest.raises(ValueError):
+        AutoTokenizer.from_pretrained(folder)
     plain = plan(tiny_world.config(), manifest=tiny_world.manifest, gpu_memory_gib=1)
     custom = plan(tiny_world.config(f"model.text.name_or_path={folder}"), manifest=tiny_world.manifest, gpu_memory_gib=1)
     assert [s.sequence for s in custom.stages] == [s.sequence for s in plain.stages]

@@ -31,6 +31,14 @@ def fit_report(text: str, tokenizer, max_tokens: int) -> tuple[list[int], bool]:
     return ids[:budget], True
 
 
+def fitted_lengths(texts, tokenizer, max_tokens: int) -> list[int]:
+    """Token counts (no EOS) of ``texts`` as :func:`fit_report` leaves them: one batched count, and the
+    sentence-boundary cut only for those over the cap."""
+    texts = list(texts)
+    counts = count_tokens(tokenizer, texts)
+    return [n if n < max_tokens else len(fit_report(t, tokenizer, max_tokens)[0]) for t, n in zip(texts, counts)]
+
+
 def count_cut_reports(texts, tokenizer, max_tokens: int) -> int:
     """How many of ``texts`` :func:`fit_report` cuts (one batched tokenizer call)."""
     return sum(n > max_tokens - 1 for n in count_tokens(tokenizer, texts))

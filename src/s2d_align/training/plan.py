@@ -153,7 +153,7 @@ def manifest_lengths(config: Config, manifest: Path, llm_tokenizer, text_tokeniz
     """
     from s2d_align.data.dataset import KEY_PHRASE_SEPARATOR
     from s2d_align.data.manifest import read_manifest
-    from s2d_align.data.report_cut import fit_report
+    from s2d_align.data.report_cut import fitted_lengths
 
     studies = read_manifest(manifest)
     findings = {s.id: s.findings for s in studies}
@@ -166,10 +166,7 @@ def manifest_lengths(config: Config, manifest: Path, llm_tokenizer, text_tokeniz
         ids = text_tokenizer(texts, truncation=True, max_length=text_cap).input_ids
         return [len(i) for i in ids]
 
-    texts = [s.findings for s in train]
-    counts = [len(i) for i in llm_tokenizer(texts, add_special_tokens=False).input_ids]
-    # a report over the cap is cut at a sentence end (data.report_cut): often shorter than the cap
-    reports = [(n if n < cap else len(fit_report(t, llm_tokenizer, cap)[0])) + 1 for t, n in zip(texts, counts)]
+    reports = [n + 1 for n in fitted_lengths([s.findings for s in train], llm_tokenizer, cap)]  # + EOS
     references = text_counts([findings.get(s.reference_id, "") if s.reference_id else "" for s in train])
     phrases = text_counts([
         KEY_PHRASE_SEPARATOR.join(k.text for k in s.key_phrases[: config.data.max_key_phrases]) for s in train
