@@ -9,10 +9,9 @@ For each stage of the recipe this measures
   over one forward + backward;
 * **MFU** = FLOPs per step / step time / peak, against a float32 matmul peak
   measured in the same run, interleaved with the stage's step timings (each
-  repeat times the matmuls, then the steps) and printed per stage: on this
-  shared machine the peak alone moves by a third from one minute to the next
-  (96 to 143 GFLOP/s over four runs on 2026-12-02), so a peak taken once at the start made MFU
-  swing with it;
+  repeat times the matmuls, then the steps) and printed per stage: on a
+  shared machine the peak itself moves from one minute to the next, and a
+  peak taken once at the start made MFU swing with it;
 * the **trainer**: ``s2d_align.training.loop.train`` on the same manifest, one
   epoch of the stage, its samples/s over wall time from the stage's start to
   its end (data loading and the one evaluation, capped at one batch, included)
