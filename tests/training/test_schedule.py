@@ -3,11 +3,49 @@
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+
+def launch(script: Path, *args: str, processes: int, attempts: int = 3) -> None:
+    """Run ``script`` on ``processes`` CPU processes that find each other as ``torchrun`` would tell them.
+
+    The processes are started directly with the environment torchrun gives its
+    workers (rank, world size, a master on 127.0.0.1, gloo on loopback), without
+    torchrun's agent and rendezvous, whose extra sockets and host-name lookups
+    made the test fail now and then on a busy machine. The master port is a free
+    one, taken again only when another program grabbed it first; any other
+    failure fails the test with every process's output.
+    """
+    for attempt in range(attempts):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        base = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port), "WORLD_SIZE": str(processes), "LOCAL_WORLD_SIZE": str(processes),
+                "GLOO_SOCKET_IFNAME": "lo"}
+        workers = [
+            subprocess.Popen([sys.executable, str(script), *args], env={**base, "RANK": str(r), "LOCAL_RANK": str(r)},
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for r in range(processes)
+        ]
+        outputs = []
+        for worker in workers:
+            try:
+                outputs.append(worker.communicate(timeout=300)[0])
+            except subprocess.TimeoutExpired:
+                for w in workers:
+                    w.kill()
+                raise
+        if all(w.returncode == 0 for w in workers):
+            return
+        if not any("address already in use" in out.lower() for out in outputs) or attempt + 1 == attempts:
+            shown = "\n".join(f"--- rank {r} (exit {w.returncode}):\n{out[-4000:]}" for r, (w, out) in enumerate(zip(workers, outputs)))
+            pytest.fail(f"{script.name} failed on {processes} process(es):\n{shown}")
 
 WORKER = """
 import json, math, sys
@@ -51,10 +89,7 @@ def test_schedule_spans_the_stage_on_any_number_of_processes(tmp_path, processes
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     output = tmp_path / "rates.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               str(script), str(output)]
-    subprocess.run(command, check=True, env=env, capture_output=True, timeout=300)
+    launch(script, str(output), processes=processes)
     rates = json.loads(output.read_text())
     assert len(rates) == 16 // processes
     assert rates == pytest.approx(expected(16 // processes))
@@ -92,10 +127,7 @@ def test_length_grouped_batches_are_dealt_whole_to_the_ranks(tmp_path, processes
     script = tmp_path / "worker.py"
     script.write_text(SHARD_WORKER)
     output = tmp_path / "batches"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               str(script), str(output), ",".join(map(str, lengths))]
-    subprocess.run(command, check=True, env=env, capture_output=True, timeout=300)
+    launch(script, str(output), ",".join(map(str, lengths)), processes=processes)
     ranks = [json.loads(Path(f"{output}.{r}").read_text()) for r in range(processes)]
     reference = LengthGroupedSampler(lengths, batch_size=4, num_processes=processes, seed=11)
     for epoch in range(2):
