@@ -233,7 +233,7 @@ def _run_stage(accelerator, config: Config, stage: StageConfig, model, datasets,
                 if not bool(finite.all()):
                     _stop_on_non_finite(accelerator, stage, directory, state, "training loss", loss.item())
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and settings.max_grad_norm > 0:
+                if accelerator.sync_gradients:  # train.max_grad_norm is positive (config.py)
                     accelerator.clip_grad_norm_(params, settings.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
