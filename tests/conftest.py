@@ -7,6 +7,7 @@ models saved with ``save_pretrained`` and loaded back through the real
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 # No test may reach a model hub: with the hub offline, a hub id fails at once instead of
@@ -168,3 +169,29 @@ def trained_state(model) -> dict:
     state = {f"connector.{k}": v.detach().clone() for k, v in model.connector.state_dict().items()}
     state.update({k: v.detach().clone() for k, v in model.llm.named_parameters() if "lora_" in k})
     return state
+
+
+@contextlib.contextmanager
+def interrupted_after_evaluation(monkeypatch, n: int):
+    """A block in which training is killed (``KeyboardInterrupt``) right after its ``n``-th evaluation saved its state.
+
+    The block must be interrupted so; afterwards the trainer is whole again.
+    """
+    from s2d_align.training import loop
+
+    real = loop._evaluate_and_track
+    calls = {"n": 0}
+
+    def crash(*args, **kwargs):
+        stop = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return stop
+
+    monkeypatch.setattr(loop, "_evaluate_and_track", crash)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        monkeypatch.setattr(loop, "_evaluate_and_track", real)

@@ -7,10 +7,10 @@ import torch
 from safetensors.torch import load_file
 
 from s2d_align.data.manifest import read_manifest, write_manifest
-from s2d_align.training import loop
 from s2d_align.models.pretrained import load_pretrained
 from s2d_align.training.checkpoint import read_meta
 from s2d_align.training.loop import TrainingError, train
+from tests.conftest import interrupted_after_evaluation
 
 
 def _connector(directory):
@@ -111,22 +111,10 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_world, tmp_path, 
     )
     train(config, tmp_path / "straight")
 
-    real = loop._evaluate_and_track
-    calls = {"n": 0}
-
-    def crash_after_second_evaluation(*args, **kwargs):
-        result = real(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return result
-
-    monkeypatch.setattr(loop, "_evaluate_and_track", crash_after_second_evaluation)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after_evaluation(monkeypatch, 2):
         train(config, tmp_path / "resumed")
     assert (tmp_path / "resumed" / "checkpoints" / "s1" / "last").is_dir()
     assert read_meta(tmp_path / "resumed" / "checkpoints" / "s1")["complete"] is False
-    monkeypatch.setattr(loop, "_evaluate_and_track", real)
     train(config, tmp_path / "resumed")
     a = _connector(tmp_path / "straight" / "checkpoints" / "s1")
     b = _connector(tmp_path / "resumed" / "checkpoints" / "s1")
@@ -172,7 +160,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_world, tm
 
 
 def test_non_finite_validation_loss_stops_the_stage(tiny_world, tmp_path, monkeypatch):
-    import s2d_align.training.loop as loop
+    from s2d_align.training import loop
 
     config = tiny_world.config("train.stages=[{name: s1, contexts: [image], epochs: 2, lr: 0.001}]")
     monkeypatch.setattr(loop, "validation_loss", lambda *args, **kwargs: float("nan"))

@@ -22,6 +22,7 @@ from s2d_align.training import checkpoint as ckpt
 from s2d_align.training import loop
 from s2d_align.training.loop import StageResult, TrainingError, _run_stage, validation_loss
 from s2d_align.training.sampler import LengthGroupedSampler
+from tests.conftest import interrupted_after_evaluation
 
 WEIGHTS = "stand-in.safetensors"
 
@@ -310,23 +311,11 @@ def test_validation_loss_is_token_weighted_per_context_and_averaged_over_context
 def test_an_interrupted_stage_resumes_to_the_same_weights_counters_and_learning_rates(harness, monkeypatch):
     stage = "{name: s1, contexts: [image], epochs: 2, lr: 0.05, warmup_steps: 2, patience: 9}"
     straight = harness(stage, "train.eval_every=3")
-    real = loop._evaluate_and_track
-    calls = {"n": 0}
-
-    def crash_after_the_first(*args, **kwargs):
-        stop = real(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt
-        return stop
-
-    monkeypatch.setattr(loop, "_evaluate_and_track", crash_after_the_first)
     directory = straight.directory.parent / "resumed"
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after_evaluation(monkeypatch, 1):
         harness(stage, "train.eval_every=3", directory=directory)
     state = ckpt.read_meta(directory / ckpt.LAST_DIR)
     assert (state["epoch"], state["batch"], state["step"], state["bad_evals"]) == (0, 3, 3, 0)
-    monkeypatch.setattr(loop, "_evaluate_and_track", real)
     resumed = harness(stage, "train.eval_every=3", directory=directory)
     assert torch.equal(resumed.model.weight.detach(), straight.model.weight.detach())
     assert torch.equal(resumed.model.bias.detach(), straight.model.bias.detach())
@@ -340,19 +329,11 @@ def test_an_interrupted_stage_resumes_to_the_same_weights_counters_and_learning_
 def test_a_stage_interrupted_at_an_epoch_end_resumes_at_the_next_epochs_first_batch(harness, monkeypatch):
     stage = "{name: s1, contexts: [image], epochs: 2, lr: 0.05, patience: 9}"
     straight = harness(stage)
-    real = loop._evaluate_and_track
-
-    def crash(*args, **kwargs):
-        real(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "_evaluate_and_track", crash)
     directory = straight.directory.parent / "resumed"
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after_evaluation(monkeypatch, 1):
         harness(stage, directory=directory)
     state = ckpt.read_meta(directory / ckpt.LAST_DIR)
     assert (state["epoch"], state["batch"], state["step"]) == (1, 0, 4)
-    monkeypatch.setattr(loop, "_evaluate_and_track", real)
     resumed = harness(stage, directory=directory)
     assert [c["ids"] for c in resumed.model.training_calls()] == [c["ids"] for c in straight.model.training_calls()[4:]]
     assert set(resumed.datasets[0].epochs) == {1}
@@ -362,21 +343,9 @@ def test_a_stage_interrupted_at_an_epoch_end_resumes_at_the_next_epochs_first_ba
 def test_a_stage_interrupted_after_its_patience_ran_out_ends_without_training(harness, monkeypatch, capsys):
     values = iter([0.9, 0.95])
     monkeypatch.setattr(loop, "validation_loss", lambda *a, **k: next(values))
-    real = loop._evaluate_and_track
-    calls = {"n": 0}
-
-    def crash_at_the_second(*args, **kwargs):
-        stop = real(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return stop
-
-    monkeypatch.setattr(loop, "_evaluate_and_track", crash_at_the_second)
     stage = "{name: s1, contexts: [image], epochs: 3, lr: 0.05, patience: 1}"
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after_evaluation(monkeypatch, 2):
         harness(stage, "train.eval_every=1")
-    monkeypatch.setattr(loop, "_evaluate_and_track", real)
     resumed = harness(stage, "train.eval_every=1")
     assert resumed.model.training_calls() == []
     assert resumed.result.stopped == "no improvement in 1 evaluations"
