@@ -276,15 +276,16 @@ def test_samples_per_second_counts_training_time_only(harness, monkeypatch):
     assert run.result.samples_per_second == 7 / (4 * 0.5)
 
 
-def test_the_joint_ablation_trains_each_step_on_its_drawn_context(harness):
-    contexts = ["image", "image+reference", "image+reference+key_phrases"]
-    run = harness(f"{{name: joint, contexts: [{', '.join(contexts)}], epochs: 1, lr: 0.01}}")
-    parsed = [("image",), ("image", "reference"), ("image", "reference", "key_phrases")]
-    drawn = [loop._pick_context(parsed, 42, "joint", step) for step in range(4)]
+@pytest.mark.parametrize("count", [2, 3])
+def test_the_joint_ablation_trains_each_step_on_its_drawn_context(harness, count):
+    contexts = ["image", "image+reference", "image+reference+key_phrases"][:count]
+    run = harness(f"{{name: joint, contexts: [{', '.join(contexts)}], epochs: 2, lr: 0.01}}")
+    parsed = [("image",), ("image", "reference"), ("image", "reference", "key_phrases")][:count]
+    drawn = [loop._pick_context(parsed, 42, "joint", step) for step in range(8)]
     assert [c["context"] for c in run.model.training_calls()] == drawn
-    assert len(set(drawn)) > 1
+    assert set(drawn) == set(parsed)
     evals = [c["context"] for c in run.model.calls if not c["training"]]
-    assert evals == [parsed[0]] * 2 + [parsed[1]] * 2 + [parsed[2]] * 2  # every context, two val batches each
+    assert evals == [p for p in parsed for _ in range(2)] * 2  # each evaluation: every context, two val batches each
 
 
 def test_validation_loss_is_token_weighted_per_context_and_averaged_over_contexts(harness):
@@ -350,6 +351,7 @@ def test_a_stage_interrupted_after_its_patience_ran_out_ends_without_training(ha
     assert resumed.model.training_calls() == []
     assert resumed.result.stopped == "no improvement in 1 evaluations"
     assert resumed.result.steps == 2 and resumed.result.best_val_loss == 0.9
+    assert resumed.result.epochs_run == 1  # the run was in its first epoch when patience ran out
     assert "stage s1: resuming at epoch 1, step 2" in capsys.readouterr().out
 
 
@@ -389,8 +391,8 @@ def test_a_non_finite_loss_before_any_checkpoint_points_to_the_previous_stage(ha
     )
 
 
-def test_an_evaluation_records_history_keeps_improvements_and_saves_where_to_resume(harness, monkeypatch):
-    values = iter([0.5, 0.5, 0.4])
+def test_an_evaluation_records_history_keeps_improvements_and_saves_where_to_resume(harness, monkeypatch, capsys):
+    values = iter([0.5, 0.5, 0.6, 0.4])
     monkeypatch.setattr(loop, "validation_loss", lambda *a, **k: next(values))
     saved = []
     real_save = ckpt.save_checkpoint
@@ -400,17 +402,55 @@ def test_an_evaluation_records_history_keeps_improvements_and_saves_where_to_res
     real_resume = ckpt.save_resume_state
     monkeypatch.setattr(ckpt, "save_resume_state",
                         lambda d, m, o, s, state: (resume.append(dict(state)), real_resume(d, m, o, s, state)))
-    run = harness("{name: s1, contexts: [image], epochs: 2, lr: 0.01, patience: 3}", "train.eval_every=2", train_n=6)
-    # 3 steps per epoch: evaluations at steps 2 (mid-epoch 1), 4 (mid-epoch 2) and 6 (the last)
+    run = harness("{name: s1, contexts: [image], epochs: 2, lr: 0.01, patience: 3}", "train.eval_every=2")
+    # 4 steps per epoch: evaluations at steps 2, 4 (epoch 1's end), 6 and 8 (the last)
     assert saved == [
         {"stage": "s1", "epoch": 1, "step": 2, "val_loss": 0.5, "best_val_loss": 0.5, "complete": False},
-        {"stage": "s1", "epoch": 2, "step": 6, "val_loss": 0.4, "best_val_loss": 0.4, "complete": False},
+        {"stage": "s1", "epoch": 2, "step": 8, "val_loss": 0.4, "best_val_loss": 0.4, "complete": False},
     ]
     # mid-epoch the position is the batch reached; at an epoch's end, the next epoch's first batch
     assert [(r["epoch"], r["batch"], r["step"], r["bad_evals"], r["best_val_loss"]) for r in resume] == [
-        (0, 2, 2, 0, 0.5), (1, 1, 4, 1, 0.5), (2, 0, 6, 0, 0.4)]
-    assert [h["val_loss"] for h in resume[-1]["history"]] == [0.5, 0.5, 0.4]
+        (0, 2, 2, 0, 0.5), (1, 0, 4, 1, 0.5), (1, 2, 6, 2, 0.5), (2, 0, 8, 0, 0.4)]
+    assert [(h["epoch"], h["val_loss"]) for h in resume[-1]["history"]] == [(1, 0.5), (1, 0.5), (2, 0.6), (2, 0.4)]
     assert run.result.best_val_loss == 0.4
+    losses = [h["train_loss"] for h in run.result.history]
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("s1 step")] == [
+        f"s1 step 2: train loss {losses[0]:.4f}, val loss 0.5000 (best)",
+        f"s1 step 4: train loss {losses[1]:.4f}, val loss 0.5000 (no improvement 1/3)",
+        f"s1 step 6: train loss {losses[2]:.4f}, val loss 0.6000 (no improvement 2/3)",
+        f"s1 step 8: train loss {losses[3]:.4f}, val loss 0.4000 (best)",
+    ]
+
+
+def test_validation_reads_at_most_max_val_batches_per_context(harness):
+    run = harness("{name: s1, contexts: [image], epochs: 2, lr: 0.01, patience: 5}", "train.max_val_batches=1", val_n=5)
+    assert [c["ids"] for c in run.model.calls if not c["training"]] == [["s100", "s101"]] * 2
+
+
+def test_the_loaders_use_the_recipes_data_workers(harness, monkeypatch):
+    workers = []
+
+    class Recording(torch.utils.data.DataLoader):  # records the setting, then loads in this process
+        def __init__(self, *args, **kwargs):
+            workers.append(kwargs["num_workers"])
+            super().__init__(*args, **{**kwargs, "num_workers": 0})
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", Recording)
+    harness("{name: s1, contexts: [image], epochs: 1, lr: 0.01}", "data.num_workers=3")
+    assert workers == [3, 3]
+
+
+def test_the_schedule_advances_once_per_process_per_optimizer_step():
+    """accelerate steps a prepared scheduler once per process; its lengths are counted in those units."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = loop.cosine_schedule(optimizer, 2, 6, num_processes=3)
+    rates = []
+    for _ in range(6):
+        for _ in range(3):
+            optimizer.step()
+            scheduler.step()
+        rates.append(scheduler.get_last_lr()[0])
+    assert rates == pytest.approx([cosine(step, 2, 6) for step in range(1, 7)])
 
 
 def test_result_from_meta_reads_a_finished_stage_with_defaults_for_older_metas():

@@ -180,7 +180,7 @@ def _run_stage(accelerator, config: Config, stage: StageConfig, model, datasets,
         val_set, batch_size=settings.eval_batch_size, collate_fn=collate, num_workers=config.data.num_workers
     )
     steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / settings.grad_accum_steps)
-    total_steps = max(1, steps_per_epoch * stage.epochs)
+    total_steps = steps_per_epoch * stage.epochs  # at least 1: a stage has a training study and an epoch
     scheduler = cosine_schedule(optimizer, min(stage.warmup_steps, total_steps), total_steps, accelerator.num_processes)
     wrapped, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler
@@ -199,16 +199,15 @@ def _run_stage(accelerator, config: Config, stage: StageConfig, model, datasets,
 
     eval_every = settings.eval_every or steps_per_epoch
     stopped = "max epochs"
+    epochs_run = state["epoch"] + bool(state["batch"])  # the epochs begun so far
+    first_epoch = state["epoch"]
     if state["bad_evals"] >= stage.patience:  # interrupted right after patience ran out
-        stopped, state["epoch"] = f"no improvement in {stage.patience} evaluations", stage.epochs
+        stopped, first_epoch = f"no improvement in {stage.patience} evaluations", stage.epochs
     samples, train_seconds, running = 0, 0.0, []
-    epochs_run = state["epoch"]
-    for epoch in range(state["epoch"], stage.epochs):
+    for epoch in range(first_epoch, stage.epochs):
         epochs_run = epoch + 1
-        train_set.set_epoch(epoch)
+        # accelerate passes the epoch on to the dataset (its key-phrase draws) and to the length-grouped sampler
         train_loader.set_epoch(epoch)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
         loader = accelerator.skip_first_batches(train_loader, state["batch"]) if state["batch"] else train_loader
         bar = tqdm(
             loader,
@@ -277,7 +276,7 @@ def _evaluate_and_track(accelerator, config, stage, wrapped, val_loader, context
     val_loss = validation_loss(accelerator, wrapped, val_loader, contexts, config.train.max_val_batches)
     if not math.isfinite(val_loss):
         _stop_on_non_finite(accelerator, stage, directory, state, "validation loss", val_loss)
-    train_loss = sum(running) / len(running) if running else float("nan")
+    train_loss = sum(running) / len(running)  # every evaluation follows at least one training batch
     running.clear()
     state["history"].append({"step": state["step"], "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss})
     improved = val_loss < state["best_val_loss"] - config.train.min_delta
