@@ -14,6 +14,15 @@ import os
 # retrying an unreachable network (set before huggingface_hub reads it at import).
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import threading
+
+from tqdm import tqdm
+
+# tqdm's default lock is a multiprocessing semaphore that every process forked from one parent shares: a
+# forked test run that dies holding it (a progress bar failing mid-refresh, as mutation testing makes them,
+# benchmarks/mutation.sh) would hang every later fork. The tests draw bars from one process: a thread lock.
+tqdm.set_lock(threading.RLock())
+
 import random
 from dataclasses import dataclass
 from pathlib import Path
