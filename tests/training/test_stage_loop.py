@@ -161,10 +161,14 @@ def test_a_stage_trains_every_batch_of_every_epoch_and_evaluates_at_each_epoch_e
     assert f"stage s1: best val loss {result.best_val_loss:.4f} after 8 steps (max epochs); " in out
 
 
-def test_the_train_loss_of_an_evaluation_is_the_mean_since_the_previous_one(harness):
-    run = harness("{name: s1, contexts: [image], epochs: 2, lr: 0.01, patience: 5}")
+@pytest.mark.parametrize("batch", [1, 2])
+def test_the_train_loss_of_an_evaluation_is_the_mean_since_the_previous_one(harness, batch):
+    """Each batch's loss is per report token (batches of one study include one of a single token)."""
+    run = harness("{name: s1, contexts: [image], epochs: 2, lr: 0.01, patience: 5}", f"train.batch_size={batch}")
     losses = [c["loss"] for c in run.model.training_calls()]
-    assert [h["train_loss"] for h in run.result.history] == pytest.approx([sum(losses[:4]) / 4, sum(losses[4:]) / 4])
+    half = len(losses) // 2
+    assert [h["train_loss"] for h in run.result.history] == pytest.approx([sum(losses[:half]) / half,
+                                                                           sum(losses[half:]) / half])
 
 
 def test_the_optimizer_decays_two_dimensional_weights_only_with_the_recipes_betas(harness):
@@ -352,6 +356,7 @@ def test_a_stage_interrupted_after_its_patience_ran_out_ends_without_training(ha
     assert resumed.result.stopped == "no improvement in 1 evaluations"
     assert resumed.result.steps == 2 and resumed.result.best_val_loss == 0.9
     assert resumed.result.epochs_run == 1  # the run was in its first epoch when patience ran out
+    assert resumed.result.samples_per_second == 0.0  # nothing trained in this call
     assert "stage s1: resuming at epoch 1, step 2" in capsys.readouterr().out
 
 
