@@ -51,13 +51,13 @@ WORKER = """
 import json, math, sys
 import torch
 from accelerate import Accelerator
-from s2d_align.training.loop import cosine_schedule
+from s2d_align.training.loop import cosine_schedule, optimizer_steps_per_epoch
 
 accelerator = Accelerator(cpu=True)
 model = torch.nn.Linear(2, 1)
 optimizer = torch.optim.AdamW(model.parameters(), lr=1.0)
 loader = torch.utils.data.DataLoader(list(range(64)), batch_size=4)
-total = math.ceil(len(loader) / accelerator.num_processes)  # optimizer steps in one epoch, as the trainer counts
+total = optimizer_steps_per_epoch(len(loader), accelerator.num_processes, 1)  # as the trainer counts
 scheduler = cosine_schedule(optimizer, 2, total, accelerator.num_processes)
 model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 rates = []

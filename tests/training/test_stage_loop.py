@@ -463,3 +463,10 @@ def test_result_from_meta_reads_a_finished_stage_with_defaults_for_older_metas()
             "history": [{"step": 12}]}
     assert loop._result_from_meta("s2", meta) == StageResult("s2", 0.25, 3, 12, 4.5, "max epochs", [{"step": 12}])
     assert loop._result_from_meta("s3", {"best_val_loss": 1.5}) == StageResult("s3", 1.5, 0, 0, 0.0, "", [])
+
+
+@pytest.mark.parametrize("batches, processes, accumulation, steps", [
+    (16, 1, 1, 16), (16, 2, 1, 8), (7, 2, 1, 4), (16, 2, 3, 3), (5, 4, 2, 1), (1, 8, 4, 1)])
+def test_an_epoch_makes_one_optimizer_step_per_accumulated_batch_of_each_process(batches, processes, accumulation, steps):
+    """accelerate deals whole batches to the processes (the last ones padded) and steps at the loader's end."""
+    assert loop.optimizer_steps_per_epoch(batches, processes, accumulation) == steps

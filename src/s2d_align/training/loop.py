@@ -148,6 +148,11 @@ def cosine_schedule(optimizer, warmup_steps: int, total_steps: int, num_processe
     return get_cosine_schedule_with_warmup(optimizer, warmup_steps * num_processes, total_steps * num_processes)
 
 
+def optimizer_steps_per_epoch(batches: int, num_processes: int, grad_accum_steps: int) -> int:
+    """Optimizer steps in one epoch of ``batches`` (the unsharded loader's): dealt to the processes, then accumulated."""
+    return math.ceil(batches / num_processes / grad_accum_steps)
+
+
 def _run_stage(accelerator, config: Config, stage: StageConfig, model, datasets, collate, directory: Path, report_tokens=None) -> StageResult:
     settings = config.train
     if stage.epochs < 1:
@@ -179,7 +184,7 @@ def _run_stage(accelerator, config: Config, stage: StageConfig, model, datasets,
     val_loader = torch.utils.data.DataLoader(
         val_set, batch_size=settings.eval_batch_size, collate_fn=collate, num_workers=config.data.num_workers
     )
-    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / settings.grad_accum_steps)
+    steps_per_epoch = optimizer_steps_per_epoch(len(train_loader), accelerator.num_processes, settings.grad_accum_steps)
     total_steps = steps_per_epoch * stage.epochs  # at least 1: a stage has a training study and an epoch
     scheduler = cosine_schedule(optimizer, min(stage.warmup_steps, total_steps), total_steps, accelerator.num_processes)
     wrapped, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
