@@ -109,7 +109,7 @@ loader = accelerator.prepare(loader)
 epochs = []
 for epoch in range(2):
     loader.set_epoch(epoch)
-    sampler.set_epoch(epoch)
+    # the sampler gets its epoch through the prepared loader, as in the trainer
     epochs.append([batch.tolist() for batch in loader])
 with open(f"{sys.argv[1]}.{accelerator.process_index}", "w") as handle:
     json.dump(epochs, handle)
