@@ -204,3 +204,12 @@ def interrupted_after_evaluation(monkeypatch, n: int):
             yield
     finally:
         monkeypatch.setattr(loop, "_evaluate_and_track", real)
+
+
+def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
+    """transformers' cosine-with-warm-up factor after ``step`` optimizer steps: linear up, then half a cosine to 0."""
+    import math
+
+    if step < warmup:
+        return step / warmup
+    return max(0.0, 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))

@@ -1,7 +1,6 @@
 """The learning-rate schedule has the same shape on one process and on several."""
 
 import json
-import math
 import os
 import socket
 import subprocess
@@ -9,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import cosine_with_warmup
 
 
 def launch(script: Path, *args: str, processes: int, attempts: int = 3) -> None:
@@ -48,7 +49,7 @@ def launch(script: Path, *args: str, processes: int, attempts: int = 3) -> None:
             pytest.fail(f"{script.name} failed on {processes} process(es):\n{shown}")
 
 WORKER = """
-import json, math, sys
+import json, sys
 import torch
 from accelerate import Accelerator
 from s2d_align.training.loop import cosine_schedule, optimizer_steps_per_epoch
@@ -73,17 +74,6 @@ if accelerator.is_main_process:
 """
 
 
-def expected(total: int, warmup: int = 2) -> list[float]:
-    """transformers' cosine-with-warm-up after each of ``total`` optimizer steps."""
-    out = []
-    for step in range(1, total + 1):
-        if step < warmup:
-            out.append(step / warmup)
-        else:
-            out.append(max(0.0, 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))))
-    return out
-
-
 @pytest.mark.parametrize("processes", [1, 2])
 def test_schedule_spans_the_stage_on_any_number_of_processes(tmp_path, processes):
     script = tmp_path / "worker.py"
@@ -92,7 +82,7 @@ def test_schedule_spans_the_stage_on_any_number_of_processes(tmp_path, processes
     launch(script, str(output), processes=processes)
     rates = json.loads(output.read_text())
     assert len(rates) == 16 // processes
-    assert rates == pytest.approx(expected(16 // processes))
+    assert rates == pytest.approx([cosine_with_warmup(step, 2, 16 // processes) for step in range(1, 16 // processes + 1)])
 
 
 SHARD_WORKER = """

@@ -10,7 +10,6 @@ learning rates, samples, clip calls) can be pinned exactly.
 from __future__ import annotations
 
 import itertools
-import math
 from types import SimpleNamespace
 
 import pytest
@@ -22,7 +21,7 @@ from s2d_align.training import checkpoint as ckpt
 from s2d_align.training import loop
 from s2d_align.training.loop import StageResult, TrainingError, _run_stage, validation_loss
 from s2d_align.training.sampler import LengthGroupedSampler
-from tests.conftest import interrupted_after_evaluation
+from tests.conftest import cosine_with_warmup, interrupted_after_evaluation
 
 WEIGHTS = "stand-in.safetensors"
 
@@ -94,14 +93,6 @@ def harness(monkeypatch, tmp_path):
     monkeypatch.setattr(ckpt, "save_weights", save_weights)
     monkeypatch.setattr(ckpt, "load_weights", load_weights)
     monkeypatch.setattr(loop, "apply_stage", lambda model, stage: [model.weight, model.bias])
-    real_adamw = torch.optim.AdamW
-    optimizers = []
-
-    def adamw(*args, **kwargs):
-        optimizers.append(real_adamw(*args, **kwargs))
-        return optimizers[-1]
-
-    monkeypatch.setattr(torch.optim, "AdamW", adamw)
 
     def run(stage: str, *overrides: str, train_n=8, val_n=3, model=None, report_tokens=None, directory=None):
         from accelerate import Accelerator, DataLoaderConfiguration
@@ -114,28 +105,23 @@ def harness(monkeypatch, tmp_path):
         torch.manual_seed(0)
         model = model or StandIn()
         datasets = [Studies(train_n), Studies(val_n, first=100)]
-        original = torch.optim.AdamW
+        adamw = torch.optim.AdamW
 
-        def bind(*args, **kwargs):  # the stand-in reads the learning rate its step uses
-            optimizer = original(*args, **kwargs)
-            model.optimizer = optimizer
-            return optimizer
+        def bound(*args, **kwargs):  # the stand-in reads the learning rate its step uses
+            model.optimizer = adamw(*args, **kwargs)
+            return model.optimizer
 
-        monkeypatch.setattr(torch.optim, "AdamW", bind)
+        monkeypatch.setattr(torch.optim, "AdamW", bound)
         directory = directory or tmp_path / "checkpoints" / config.train.stages[0].name
-        result = _run_stage(accelerator, config, config.train.stages[0], model, datasets, collate, directory, report_tokens)
-        monkeypatch.setattr(torch.optim, "AdamW", original)
+        try:
+            result = _run_stage(accelerator, config, config.train.stages[0], model, datasets, collate, directory,
+                                report_tokens)
+        finally:
+            monkeypatch.setattr(torch.optim, "AdamW", adamw)
         return SimpleNamespace(result=result, model=model, datasets=datasets, directory=directory,
-                               optimizer=optimizers[-1], config=config)
+                               optimizer=model.optimizer, config=config)
 
     return run
-
-
-def cosine(step: int, warmup: int, total: int) -> float:
-    """The learning-rate factor after ``step`` optimizer steps: linear warm-up, then half a cosine to 0."""
-    if step < warmup:
-        return step / warmup
-    return max(0.0, 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
 
 
 def test_a_stage_trains_every_batch_of_every_epoch_and_evaluates_at_each_epoch_end(harness, capsys):
@@ -146,7 +132,7 @@ def test_a_stage_trains_every_batch_of_every_epoch_and_evaluates_at_each_epoch_e
     for epoch in (train_calls[:4], train_calls[4:]):
         assert sorted(i for c in epoch for i in c["ids"]) == [f"s{i}" for i in range(8)]
     assert [c["ids"] for c in train_calls[:4]] != [c["ids"] for c in train_calls[4:]]  # reshuffled per epoch
-    assert [c["lr"] for c in train_calls] == pytest.approx([0.01 * cosine(s, 2, 8) for s in range(8)])
+    assert [c["lr"] for c in train_calls] == pytest.approx([0.01 * cosine_with_warmup(s, 2, 8) for s in range(8)])
     assert list(dict.fromkeys(run.datasets[0].epochs)) == [0, 1]  # the key-phrase draws follow the epoch
     assert (result.name, result.steps, result.epochs_run, result.stopped) == ("s1", 8, 2, "max epochs")
     assert [(h["step"], h["epoch"]) for h in result.history] == [(4, 1), (8, 2)]
@@ -187,7 +173,7 @@ def test_gradient_accumulation_counts_optimizer_steps(harness):
     assert run.result.steps == 4
     assert [h["step"] for h in run.result.history] == [2, 4]
     lrs = [c["lr"] for c in run.model.training_calls()]
-    assert lrs == pytest.approx([0.01 * cosine(s // 2, 1, 4) for s in range(8)])
+    assert lrs == pytest.approx([0.01 * cosine_with_warmup(s // 2, 1, 4) for s in range(8)])
 
 
 def test_eval_every_counts_optimizer_steps_and_the_last_step_is_always_evaluated(harness):
@@ -292,7 +278,7 @@ def test_the_joint_ablation_trains_each_step_on_its_drawn_context(harness, count
     assert evals == [p for p in parsed for _ in range(2)] * 2  # each evaluation: every context, two val batches each
 
 
-def test_validation_loss_is_token_weighted_per_context_and_averaged_over_contexts(harness):
+def test_validation_loss_is_token_weighted_per_context_and_averaged_over_contexts():
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=True)
@@ -368,7 +354,8 @@ def test_a_non_finite_training_loss_keeps_the_last_good_checkpoint_and_says_so(h
     directory = tmp_path / "checkpoints" / "s1"
     meta = ckpt.read_meta(directory)
     assert meta["complete"] is True and meta["stopped"] == "non-finite training loss at step 4" and meta["step"] == 4
-    assert meta["history"] == [{"step": 4, "epoch": 1, "train_loss": pytest.approx(meta["history"][0]["train_loss"]),
+    first_epoch = [c["loss"] for c in model.training_calls()[:4]]
+    assert meta["history"] == [{"step": 4, "epoch": 1, "train_loss": pytest.approx(sum(first_epoch) / 4),
                                 "val_loss": meta["val_loss"]}]
     assert not (directory / ckpt.LAST_DIR).exists()
     assert str(caught.value) == (
@@ -455,7 +442,7 @@ def test_the_schedule_advances_once_per_process_per_optimizer_step():
             optimizer.step()
             scheduler.step()
         rates.append(scheduler.get_last_lr()[0])
-    assert rates == pytest.approx([cosine(step, 2, 6) for step in range(1, 7)])
+    assert rates == pytest.approx([cosine_with_warmup(step, 2, 6) for step in range(1, 7)])
 
 
 def test_result_from_meta_reads_a_finished_stage_with_defaults_for_older_metas():
